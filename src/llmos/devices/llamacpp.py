@@ -1,0 +1,195 @@
+"""Embedded llama.cpp through the xllamacpp wheel.
+
+Generation runs in-process: `Server.handle_completions` with a callback per chunk,
+on a worker thread (it releases the GIL). Returning True from the callback cancels
+the generation at that token. Token ids arrive in the chunks' logprobs.
+
+The engine also opens a loopback HTTP listener; we use it for /tokenize,
+/detokenize and /apply-template, and lock it with a random API key that only this
+object knows, so it is no door around the kernel's access control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from llmos.devices._oai import completion_body, parse_chunk, raise_for_error
+from llmos.devices.base import Device
+from llmos.errors import DeviceError
+from llmos.types import DeviceEvent, Finished, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class _Done:
+    __slots__ = ("error", "result")
+
+    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result = result
+        self.error = error
+
+
+class LlamaCppDevice(Device):
+    kind = "llamacpp"
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        slots: int = 4,
+        ctx: int = 2048,
+        threads: int = 2,
+        name: str = "llamacpp0",
+        model: str | None = None,
+        port: int = 0,
+        api_key: str | None = None,
+    ) -> None:
+        super().__init__(name=name, model=model or model_path.stem, slots=slots, context_length=ctx)
+        self.model_path = model_path
+        self.threads = threads
+        self.port = port
+        # The engine's own listener answers only to this key.
+        self.api_key = api_key or secrets.token_urlsafe(32)
+        self._server: Any = None
+        self._http: httpx.AsyncClient | None = None
+        self._pool = ThreadPoolExecutor(max_workers=slots + 2, thread_name_prefix=name)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _load(self) -> Any:
+        import xllamacpp
+
+        p = xllamacpp.CommonParams()
+        p.model.path = str(self.model_path)
+        p.n_parallel = self.slots
+        p.n_ctx = self.slots * self.context_length  # shared by all slots
+        p.cpuparams.n_threads = self.threads
+        p.cpuparams_batch.n_threads = self.threads
+        p.cache_prompt = True
+        p.endpoint_metrics = True
+        p.api_keys = [self.api_key]
+        p.verbosity = -1
+        p.port = self.port
+        return xllamacpp.Server(p)
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        try:
+            self._server = await asyncio.to_thread(self._load)
+        except Exception as e:  # foreign error, translated at the boundary
+            raise DeviceError(f"cannot load model {self.model_path}: {e}") from e
+        self._http = httpx.AsyncClient(
+            base_url=self.listening_address,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=httpx.Timeout(30.0),
+        )
+
+    @property
+    def listening_address(self) -> str:
+        address = str(self._server.listening_address)
+        return address if address.startswith("http") else f"http://{address}"
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._server = None
+
+    # -- text <-> tokens ----------------------------------------------------------
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._http is None:
+            raise DeviceError(f"device {self.name} is not started")
+        try:
+            r = await self._http.post(path, json=body)
+        except httpx.HTTPError as e:
+            raise DeviceError(f"engine {self.name} unreachable: {e}") from e
+        data: dict[str, Any] = r.json()
+        raise_for_error(data)
+        return data
+
+    async def tokenize(self, text: str) -> list[int]:
+        data = await self._post(
+            "/tokenize", {"content": text, "add_special": True, "parse_special": True}
+        )
+        return [int(t) for t in data["tokens"]]
+
+    async def detokenize(self, ids: list[int]) -> str:
+        return str((await self._post("/detokenize", {"tokens": ids}))["content"])
+
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return str((await self._post("/apply-template", {"messages": messages}))["prompt"])
+
+    async def health(self) -> bool:
+        if self._http is None:
+            return False
+        try:
+            return (await self._http.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def details(self) -> dict[str, Any]:
+        return {"model_path": str(self.model_path), "threads": self.threads}
+
+    # -- generation ---------------------------------------------------------------
+    async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+        if self._server is None:
+            raise DeviceError(f"device {self.name} is not started")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        server = self._server
+        body = completion_body(snapshot)
+
+        def on_chunk(chunk: Any) -> bool:
+            if stop.is_set():
+                return True
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except RuntimeError:  # the loop is gone: nobody listens any more
+                return True
+            return False
+
+        def run() -> None:
+            try:
+                result = server.handle_completions(body, on_chunk)
+                done = _Done(result=result)
+            except BaseException as e:
+                done = _Done(error=e)
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        self.in_flight += 1
+        future = loop.run_in_executor(self._pool, run)
+        finished = False
+        try:
+            while not finished:
+                item = await queue.get()
+                if isinstance(item, _Done):
+                    if item.error is not None:
+                        raise DeviceError(f"engine error: {item.error}") from item.error
+                    if isinstance(item.result, dict):
+                        raise_for_error(item.result)
+                    # The engine ended without a finish chunk: treat as end of sequence.
+                    yield Finished(reason="stop")
+                    return
+                for event in parse_chunk(item):
+                    yield event
+                    finished = finished or isinstance(event, Finished)
+        finally:
+            # Invariant: the slot is free once this returns (the engine thread is done).
+            stop.set()
+            try:
+                await asyncio.shield(future)
+            finally:
+                self.in_flight -= 1

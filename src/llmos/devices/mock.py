@@ -1,0 +1,75 @@
+"""A deterministic in-memory device with the real interface, for fast kernel tests.
+
+Tokens are characters (id = code point). Output is a pure function of the full
+prompt (prompt + generated ids), so a resumed generation continues exactly as an
+uninterrupted one would, like greedy decoding on a real engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from llmos.devices.base import Device
+from llmos.types import DeviceEvent, Finished, Snapshot, Token
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz "
+
+
+class MockDevice(Device):
+    kind = "mock"
+
+    def __init__(
+        self,
+        *,
+        name: str = "mock0",
+        model: str = "mock",
+        slots: int = 4,
+        context_length: int = 4096,
+        token_delay: float = 0.0,
+        eos_after: int | None = None,
+    ) -> None:
+        super().__init__(name=name, model=model, slots=slots, context_length=context_length)
+        self.token_delay = token_delay
+        self.eos_after = eos_after
+        self.max_in_flight = 0
+        self.started_prompts: list[list[int]] = []
+        self.healthy = True
+
+    async def health(self) -> bool:
+        return self.healthy
+
+    async def tokenize(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    async def detokenize(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids)
+
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        parts = [f"<{m['role']}>{m.get('content') or ''}\n" for m in messages]
+        return "".join(parts) + "<assistant>"
+
+    @staticmethod
+    def next_id(context: list[int]) -> int:
+        return ord(_ALPHABET[(sum(context) * 31 + len(context)) % len(_ALPHABET)])
+
+    async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+        context = snapshot.prompt_ids + snapshot.generated_ids
+        self.started_prompts.append(list(context))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            for _ in range(snapshot.remaining):
+                if self.eos_after is not None and len(context) - len(snapshot.prompt_ids) >= (
+                    self.eos_after
+                ):
+                    yield Finished("stop", prompt_tokens=len(snapshot.prompt_ids))
+                    return
+                await asyncio.sleep(self.token_delay)
+                tid = self.next_id(context)
+                context.append(tid)
+                yield Token(id=tid, text=chr(tid), piece=chr(tid), logprob=-0.5)
+            yield Finished("length", prompt_tokens=len(snapshot.prompt_ids))
+        finally:
+            self.in_flight -= 1

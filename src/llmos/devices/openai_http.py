@@ -1,0 +1,193 @@
+"""Any OpenAI-compatible server over HTTP (llama-server, vLLM, Ollama, a hosted API).
+
+Two modes, chosen by probing at start:
+- token mode, when the server tokenizes (`/tokenize`, and `/apply-template` for chat,
+  as llama-server does): prompts travel as token ids to `/v1/completions`, ids come
+  back in logprobs, so generations can be stopped and resumed exactly;
+- text mode otherwise: chat goes to `/v1/chat/completions` as messages and tokens
+  are text pieces without ids (counted, not resumable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+
+from llmos.devices._oai import completion_body, parse_chunk, raise_for_error
+from llmos.devices.base import Device
+from llmos.errors import DeviceError, LlmosError
+from llmos.types import DeviceEvent, Finished, Snapshot, Token
+
+
+class OpenAIHttpDevice(Device):
+    kind = "openai-http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        name: str = "http0",
+        model: str | None = None,
+        slots: int = 4,
+        ctx: int = 2048,
+        timeout: float = 600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(name=name, model=model or "", slots=slots, context_length=ctx)
+        base = url.rstrip("/")
+        self.v1 = base if base.endswith("/v1") else base + "/v1"
+        self.root = self.v1[: -len("/v1")]
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport
+        )
+        self.token_ids = False
+        self._slots_given = slots
+        self._ctx_given = ctx
+
+    async def start(self) -> None:
+        try:
+            r = await self._http.get(self.v1 + "/models")
+            r.raise_for_status()
+            models = r.json().get("data") or []
+        except (httpx.HTTPError, ValueError) as e:
+            raise DeviceError(f"cannot reach OpenAI-compatible server at {self.v1}: {e}") from e
+        if not self.model:
+            if not models:
+                raise DeviceError(f"server at {self.v1} lists no models")
+            self.model = str(models[0]["id"])
+        try:
+            await self.tokenize("probe")
+            await self.render_chat([{"role": "user", "content": "probe"}])
+            self.token_ids = True
+        except LlmosError:
+            self.token_ids = False
+        if self.token_ids:
+            await self._read_props()
+
+    async def _read_props(self) -> None:
+        """llama-server tells its slot count and per-slot context in /props."""
+        try:
+            props = (await self._http.get(self.root + "/props")).json()
+        except (httpx.HTTPError, ValueError):
+            return
+        self.slots = int(props.get("total_slots") or self._slots_given)
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        if n_ctx:
+            self.context_length = int(n_ctx)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def health(self) -> bool:
+        for path in (self.root + "/health", self.v1 + "/models"):
+            try:
+                if (await self._http.get(path)).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = await self._http.post(self.root + path, json=body)
+            data: dict[str, Any] = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise DeviceError(f"{path} failed on {self.root}: {e}") from e
+        if r.status_code >= 400 and "error" not in data:
+            raise DeviceError(f"{path} failed on {self.root}: HTTP {r.status_code}")
+        raise_for_error(data)
+        return data
+
+    async def tokenize(self, text: str) -> list[int]:
+        data = await self._post(
+            "/tokenize", {"content": text, "add_special": True, "parse_special": True}
+        )
+        return [int(t) for t in data["tokens"]]
+
+    async def detokenize(self, ids: list[int]) -> str:
+        return str((await self._post("/detokenize", {"tokens": ids}))["content"])
+
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return str((await self._post("/apply-template", {"messages": messages}))["prompt"])
+
+    def details(self) -> dict[str, Any]:
+        return {"url": self.v1, "token_ids": self.token_ids}
+
+    async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+        if self.token_ids:
+            path, body = "/completions", completion_body(snapshot, self.model)
+        else:
+            path, body = "/chat/completions", self._chat_body(snapshot)
+        self.in_flight += 1
+        try:
+            async with self._http.stream("POST", self.v1 + path, json=body) as r:
+                if r.status_code >= 400:
+                    raw = await r.aread()
+                    with contextlib.suppress(ValueError):
+                        raise_for_error(json.loads(raw))
+                    raise DeviceError(f"engine answered HTTP {r.status_code}: {raw[:200]!r}")
+                async for event in self._events(r):
+                    yield event
+                    if isinstance(event, Finished):
+                        return
+            yield Finished("stop")
+        except httpx.HTTPError as e:
+            raise DeviceError(f"stream from {self.v1} broke: {e}") from e
+        finally:
+            # Closing the response drops the connection; the server cancels the task.
+            self.in_flight -= 1
+
+    async def _events(self, r: httpx.Response) -> AsyncGenerator[DeviceEvent, None]:
+        async for line in r.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            chunk = json.loads(data)
+            if self.token_ids:
+                for event in parse_chunk(chunk):
+                    yield event
+            else:
+                for event in self._text_events(chunk):
+                    yield event
+
+    def _chat_body(self, snapshot: Snapshot) -> dict[str, Any]:
+        p = snapshot.params
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": snapshot.messages or [],
+            "max_tokens": snapshot.remaining,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": p.json_schema},
+            }
+        return body
+
+    @staticmethod
+    def _text_events(chunk: dict[str, Any]) -> list[DeviceEvent]:
+        raise_for_error(chunk)
+        events: list[DeviceEvent] = []
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content") or ""
+            if text:
+                events.append(Token(id=-1, text=text, piece=text))
+            if choice.get("finish_reason"):
+                usage = chunk.get("usage") or {}
+                reason = "length" if choice["finish_reason"] == "length" else "stop"
+                events.append(Finished(reason, prompt_tokens=int(usage.get("prompt_tokens", 0))))
+        return events

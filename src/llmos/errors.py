@@ -1,0 +1,84 @@
+"""One exception hierarchy. Every error a user can cause is an `LlmosError` that
+carries its HTTP status, an OpenAI-style type, the offending field and a message.
+Anything else escaping the kernel is a bug, logged with a trace id."""
+
+from __future__ import annotations
+
+
+class LlmosError(Exception):
+    """A user-facing error: HTTP status, OpenAI error type, field (`param`), code."""
+
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(LlmosError):
+    status = 400
+    code = "invalid_value"
+
+
+class ContextOverflow(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class Unauthorized(LlmosError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(LlmosError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(LlmosError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(LlmosError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Killed(LlmosError):
+    """The request's process was killed; queued and running work fails with this."""
+
+    status = 409
+    type = "process_killed"
+    code = "process_killed"
+
+
+class DeviceError(LlmosError):
+    """An engine failed. Translated at the device boundary from foreign errors."""
+
+    status = 502
+    type = "device_error"
+    code = "device_error"
+
+
+class Unavailable(LlmosError):
+    status = 503
+    type = "unavailable"
+    code = "unavailable"

@@ -1,0 +1,271 @@
+"""The kernel: process table, run queue, devices, accounting. No HTTP in here.
+
+Every front end enters through `Kernel.call(name, caller, args)`, the syscall table
+(syscalls.py); the methods below are what the thin syscall handlers call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmos.devices.base import Device
+from llmos.errors import Forbidden, InvalidRequest, Killed, NotFound
+from llmos.kernel import prompts
+from llmos.kernel.process import Process, ProcessTable, ProcState
+from llmos.kernel.request import Request
+from llmos.kernel.scheduler import Scheduler
+from llmos.kernel.store import Store
+from llmos.kernel.tokens import Caller, TokenStore
+from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, Settings
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Request], None]
+
+
+class Kernel:
+    def __init__(self, settings: Settings, devices: list[Device]) -> None:
+        if not devices:
+            raise InvalidRequest("the kernel needs at least one device", param="devices")
+        self.settings = settings
+        self.devices = devices
+        self.store = Store(settings.db_path)
+        self.tokens = TokenStore(self.store)
+        self.procs = ProcessTable()
+        for proc in self.store.load_processes():
+            self.procs.restore(proc)
+        self.scheduler = Scheduler(devices, settings.policy, self._on_start, self._on_finish)
+        self.live: dict[int, set[Request]] = {}  # pid -> its unfinished requests
+        self.listeners: list[Listener] = []  # told of every finished request
+        self.started_at = time.time()
+        self.admin_token: str | None = None  # set only when generated at this start
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.gather(*(d.start() for d in self.devices))
+        self._ensure_admin()
+
+    def _ensure_admin(self) -> None:
+        """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
+        database and in clear only in LLMOS_HOME/admin-token (mode 0600)."""
+        if self.settings.admin_token:
+            self.tokens.install_env_admin(self.settings.admin_token)
+            return
+        if self.tokens.has_admin():
+            return
+        token, _ = self.tokens.issue("admin", "admin")
+        path = self.admin_token_path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.chmod(path, 0o600)
+        self.admin_token = token
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.settings.home / "admin-token"
+
+    async def stop(self) -> None:
+        for req in self.scheduler.waiting():
+            self.scheduler.cancel(req, Killed("the kernel is shutting down"))
+        await self.scheduler.drain()
+        await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
+        self.store.close()
+
+    def authenticate(self, token: str | None) -> Caller:
+        return self.tokens.verify(token)
+
+    async def call(self, name: str, caller: Caller, args: dict[str, Any] | None = None) -> Any:
+        from llmos.kernel.syscalls import dispatch
+
+        return await dispatch(self, name, caller, args or {})
+
+    # -- devices -------------------------------------------------------------------
+    def models(self) -> list[str]:
+        return sorted({d.model for d in self.devices})
+
+    def device_for(self, model: Any) -> Device:
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("model is required", param="model")
+        for dev in self.devices:
+            if dev.model == model:
+                return dev
+        raise NotFound(
+            f"model {model!r} does not exist; available: {', '.join(self.models())}",
+            param="model",
+        )
+
+    # -- processes -----------------------------------------------------------------
+    def spawn(self, caller: Caller, name: str, priority: int) -> tuple[Process, str]:
+        if caller.role == "process":
+            raise Forbidden("a process token cannot spawn processes", param="authorization")
+        if not name or len(name) > MAX_NAME_LEN:
+            raise InvalidRequest(f"name must be 1..{MAX_NAME_LEN} characters", param="name")
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise InvalidRequest(f"priority must be 0..{MAX_PRIORITY}", param="priority")
+        proc = self.procs.add(name, caller.owner, priority)
+        self.store.save_process(proc)
+        token, _ = self.tokens.issue(caller.owner, "process", proc.pid)
+        return proc, token
+
+    def visible(self, caller: Caller, pid: int) -> Process:
+        """The process, if the caller may see it; 404 otherwise (existence must not leak)."""
+        proc = self.procs.find(pid)
+        if proc is None or not self._may_see(caller, proc):
+            raise NotFound(f"no process with pid {pid}", param="pid")
+        return proc
+
+    def _may_see(self, caller: Caller, proc: Process) -> bool:
+        if caller.is_admin:
+            return True
+        if caller.role == "process":
+            return caller.pid == proc.pid
+        return caller.owner == proc.owner
+
+    def list_processes(self, caller: Caller) -> list[Process]:
+        return [p for p in self.procs.list() if self._may_see(caller, p)]
+
+    def kill(self, caller: Caller, pid: int) -> Process:
+        """Queued requests fail now; running ones stop at their next token."""
+        proc = self.visible(caller, pid)
+        if not proc.state.alive:
+            return proc
+        proc.move(ProcState.KILLED)
+        self.store.save_process(proc)
+        for req in list(self.live.get(pid, ())):
+            self.scheduler.cancel(req, Killed(f"process {pid} was killed", param="pid"))
+        return proc
+
+    def process_of(self, caller: Caller) -> Process:
+        """The process a caller's requests are accounted to (implicit if none named)."""
+        if caller.pid is not None:
+            proc = self.procs.get(caller.pid)
+            if not proc.state.alive:
+                raise Killed(f"process {proc.pid} has ended ({proc.state.name.lower()})")
+            return proc
+        pid = self.tokens.implicit_pid(caller.token_id)
+        proc_or_none = self.procs.find(pid) if pid is not None else None
+        if proc_or_none is not None and proc_or_none.state.alive:
+            return proc_or_none
+        proc = self.procs.add(
+            f"{caller.owner}:implicit", caller.owner, DEFAULT_PRIORITY, implicit=True
+        )
+        self.store.save_process(proc)
+        self.tokens.set_implicit_pid(caller.token_id, proc.pid)
+        return proc
+
+    # -- LLM requests --------------------------------------------------------------
+    async def submit(self, caller: Caller, kind: str, args: dict[str, Any]) -> Request:
+        dev = self.device_for(args.get("model"))
+        build = prompts.chat_snapshot if kind == "chat" else prompts.completion_snapshot
+        snapshot, text = await build(dev, args)
+        proc = self.process_of(caller)  # after validation: bad input creates nothing
+        req = Request(
+            pid=proc.pid,
+            owner=proc.owner,
+            model=dev.model,
+            kind=kind,
+            snapshot=snapshot,
+            prompt_text=text,
+            priority=proc.priority,
+        )
+        proc.requests += 1
+        proc.waiting += 1
+        proc.settle()
+        self.live.setdefault(proc.pid, set()).add(req)
+        self.scheduler.submit(req)
+        return req
+
+    def cancel(self, req: Request, reason: str = "the client went away") -> None:
+        self.scheduler.cancel(req, Killed(reason))
+
+    def _on_start(self, req: Request) -> None:
+        proc = self.procs.get(req.pid)
+        proc.waiting -= 1
+        proc.running += 1
+        proc.settle()
+
+    def _on_finish(self, req: Request) -> None:
+        proc = self.procs.get(req.pid)
+        if req.started_at is not None:
+            proc.running -= 1
+        else:
+            proc.waiting -= 1
+        proc.tokens_in += req.prompt_tokens
+        proc.tokens_out += req.output_tokens
+        proc.settle()
+        self.live.get(req.pid, set()).discard(req)
+        self.store.save_process(proc)
+        self.store.add_telemetry(telemetry_row(req))
+        for listener in self.listeners:
+            try:
+                listener(req)
+            except Exception:  # a broken observer must not break accounting
+                log.exception("telemetry listener failed")
+
+    def info(self) -> dict[str, Any]:
+        procs = self.procs.list()
+        return {
+            "version": _version(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "policy": self.scheduler.policy_name,
+            "models": self.models(),
+            "devices": len(self.devices),
+            "slots": sum(d.slots for d in self.devices),
+            "processes": len(procs),
+            "processes_alive": sum(p.state.alive for p in procs),
+            "requests_running": self.scheduler.num_running(),
+            "requests_waiting": self.scheduler.num_waiting(),
+            "home": str(self.settings.home),
+        }
+
+    async def device_infos(self) -> list[dict[str, Any]]:
+        out = []
+        for d in self.devices:
+            info = await d.info()
+            out.append(
+                {
+                    **info.__dict__,
+                    "running": len(self.scheduler.running[d.name]),
+                    "peak_running": self.scheduler.peak_running[d.name],
+                    "dispatched": self.scheduler.dispatched[d.name],
+                    "waiting": len(self.scheduler.queue(d.model)),
+                }
+            )
+        return out
+
+
+def telemetry_row(req: Request) -> dict[str, Any]:
+    end = req.finished_at or time.monotonic()
+    return {
+        "request_id": req.id,
+        "owner": req.owner,
+        "pid": req.pid,
+        "model": req.model,
+        "device": req.device,
+        "kind": req.kind,
+        "priority": req.priority,
+        "prompt_tokens": req.prompt_tokens,
+        "output_tokens": req.output_tokens,
+        "cached_tokens": req.cached_tokens,
+        "max_tokens": req.snapshot.params.max_tokens,
+        "queue_wait_s": (req.started_at - req.created_at) if req.started_at else None,
+        "ttft_s": (req.first_token_at - req.created_at) if req.first_token_at else None,
+        "total_s": end - req.created_at,
+        "finish_reason": req.finish_reason or "unknown",
+        "created_at": req.created_wall,
+    }
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmos")
+    except PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,124 @@
+"""The process table: one row per agent run. Every LLM request belongs to a process."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from llmos.errors import InvalidRequest, NotFound
+
+
+class ProcState(enum.IntEnum):
+    """Ordered: `state >= EXITED` means the process is over."""
+
+    READY = 0  # alive, nothing queued or running
+    WAITING = 1  # has requests on the run queue, none running
+    RUNNING = 2  # at least one request holds a slot
+    EXITED = 3
+    KILLED = 4
+
+    @property
+    def alive(self) -> bool:
+        return self < ProcState.EXITED
+
+
+# Legal transitions, in one place.
+TRANSITIONS: dict[ProcState, frozenset[ProcState]] = {
+    ProcState.READY: frozenset(
+        {ProcState.WAITING, ProcState.RUNNING, ProcState.EXITED, ProcState.KILLED}
+    ),
+    ProcState.WAITING: frozenset({ProcState.READY, ProcState.RUNNING, ProcState.KILLED}),
+    ProcState.RUNNING: frozenset({ProcState.READY, ProcState.WAITING, ProcState.KILLED}),
+    ProcState.EXITED: frozenset(),
+    ProcState.KILLED: frozenset(),
+}
+
+
+@dataclass
+class Process:
+    pid: int
+    name: str
+    owner: str
+    priority: int
+    state: ProcState = ProcState.READY
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    requests: int = 0
+    implicit: bool = False  # created for a token that named no process
+    waiting: int = 0  # requests on the run queue
+    running: int = 0  # requests holding a slot
+
+    def move(self, new: ProcState) -> None:
+        if new == self.state:
+            return
+        if new not in TRANSITIONS[self.state]:
+            raise InvalidRequest(
+                f"process {self.pid} cannot go from {self.state.name} to {new.name}",
+                param="pid",
+            )
+        self.state = new
+        if not new.alive:
+            self.finished_at = time.time()
+
+    def settle(self) -> None:
+        """Derive READY/WAITING/RUNNING from the request counters (if alive)."""
+        if not self.state.alive:
+            return
+        if self.running:
+            self.move(ProcState.RUNNING)
+        elif self.waiting:
+            self.move(ProcState.WAITING)
+        else:
+            self.move(ProcState.READY)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "owner": self.owner,
+            "priority": self.priority,
+            "state": self.state.name.lower(),
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "requests": self.requests,
+            "waiting": self.waiting,
+            "running": self.running,
+            "implicit": self.implicit,
+        }
+
+
+class ProcessTable:
+    """pid -> Process. Finished processes stay listed (like zombies, with accounting)."""
+
+    def __init__(self, next_pid: int = 1) -> None:
+        self._procs: dict[int, Process] = {}
+        self._next_pid = next_pid
+
+    def add(self, name: str, owner: str, priority: int, *, implicit: bool = False) -> Process:
+        proc = Process(
+            pid=self._next_pid, name=name, owner=owner, priority=priority, implicit=implicit
+        )
+        self._procs[proc.pid] = proc
+        self._next_pid += 1
+        return proc
+
+    def restore(self, proc: Process) -> None:
+        self._procs[proc.pid] = proc
+        self._next_pid = max(self._next_pid, proc.pid + 1)
+
+    def get(self, pid: int) -> Process:
+        proc = self._procs.get(pid)
+        if proc is None:
+            raise NotFound(f"no process with pid {pid}", param="pid")
+        return proc
+
+    def find(self, pid: int) -> Process | None:
+        return self._procs.get(pid)
+
+    def list(self) -> list[Process]:
+        return sorted(self._procs.values(), key=lambda p: p.pid)

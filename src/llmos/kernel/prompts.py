@@ -1,0 +1,164 @@
+"""From a syscall's arguments to a Snapshot a device can run: validate the messages
+or prompt, apply the chat template, tokenize, and check the context budget."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from llmos.devices.base import Device
+from llmos.errors import ContextOverflow, InvalidRequest
+from llmos.params import MAX_MESSAGES, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
+from llmos.types import SamplingParams, Snapshot
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _text_of(content: Any, where: str) -> str:
+    """Message content is a string or a list of text parts (OpenAI's two forms)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise InvalidRequest(
+                    "only text content parts are supported by this model",
+                    param=f"{where}.content[{i}]",
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(
+                    "text part needs a string 'text'", param=f"{where}.content[{i}]"
+                )
+            texts.append(text)
+        return "".join(texts)
+    if content is None:
+        return ""
+    raise InvalidRequest("content must be a string or a list of parts", param=f"{where}.content")
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages must be a list", param="messages")
+    if not messages:
+        raise InvalidRequest("messages must not be empty", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"at most {MAX_MESSAGES} messages", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise InvalidRequest("each message must be an object", param=where)
+        role = m.get("role")
+        if role not in ROLES:
+            raise InvalidRequest(
+                f"role must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role"
+            )
+        out.append(
+            {
+                "role": "system" if role == "developer" else role,
+                "content": _text_of(m.get("content"), where),
+            }
+        )
+    return out
+
+
+def _number(args: dict[str, Any], key: str, default: float) -> float:
+    value = args.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{key} must be a number", param=key)
+    return float(value)
+
+
+def sampling(args: dict[str, Any], max_tokens: int) -> SamplingParams:
+    temperature = _number(args, "temperature", 1.0)
+    top_p = _number(args, "top_p", 1.0)
+    if not (0.0 <= temperature <= 2.0) or math.isnan(temperature):
+        raise InvalidRequest("temperature must be between 0 and 2", param="temperature")
+    if not (0.0 < top_p <= 1.0):
+        raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
+    stop = args.get("stop")
+    stops: tuple[str, ...] = ()
+    if isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop)
+    elif stop is not None:
+        raise InvalidRequest("stop must be a string or a list of strings", param="stop")
+    if len(stops) > MAX_STOP_STRINGS:
+        raise InvalidRequest(f"at most {MAX_STOP_STRINGS} stop strings", param="stop")
+    top_logprobs = int(args.get("top_logprobs") or 0)
+    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(f"top_logprobs must be 0..{MAX_TOP_LOGPROBS}", param="top_logprobs")
+    seed = args.get("seed")
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=int(seed) if seed is not None else None,
+        stop=stops,
+        logprobs=bool(args.get("logprobs")),
+        top_logprobs=top_logprobs,
+        json_schema=args.get("json_schema"),
+    )
+
+
+def budget(prompt_len: int, max_tokens: Any, ctx: int, field: str) -> int:
+    """max_tokens to use; the prompt plus it must fit in one slot's context."""
+    if prompt_len >= ctx:
+        raise ContextOverflow(
+            f"the prompt is {prompt_len} tokens but the model's context is {ctx} tokens",
+            param=field,
+        )
+    if max_tokens is None:
+        return ctx - prompt_len
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
+    if prompt_len + max_tokens > ctx:
+        raise ContextOverflow(
+            f"max_tokens {max_tokens} plus the prompt's {prompt_len} tokens exceeds the "
+            f"context of {ctx} tokens; ask for at most {ctx - prompt_len}",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
+async def chat_snapshot(dev: Device, args: dict[str, Any]) -> tuple[Snapshot, str]:
+    messages = normalize_messages(args.get("messages"))
+    if not getattr(dev, "token_ids", True):
+        max_tokens = budget(0, args.get("max_tokens"), dev.context_length, "messages")
+        return Snapshot([], sampling(args, max_tokens), messages=messages), ""
+    text = await dev.render_chat(messages)
+    ids = await dev.tokenize(text)
+    max_tokens = budget(len(ids), args.get("max_tokens"), dev.context_length, "messages")
+    return Snapshot(ids, sampling(args, max_tokens)), text
+
+
+async def completion_snapshot(dev: Device, args: dict[str, Any]) -> tuple[Snapshot, str]:
+    prompt = args.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if not getattr(dev, "token_ids", True):
+            messages = [{"role": "user", "content": prompt}]
+            max_tokens = budget(0, args.get("max_tokens"), dev.context_length, "prompt")
+            return Snapshot([], sampling(args, max_tokens), messages=messages), prompt
+        ids = await dev.tokenize(prompt) if prompt else []
+        text = prompt
+    elif (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
+    ):
+        ids, text = list(prompt), ""
+    else:
+        raise InvalidRequest(
+            "prompt must be a string or a non-empty list of token ids (n=1)", param="prompt"
+        )
+    if not ids:
+        raise InvalidRequest("prompt must not be empty", param="prompt")
+    max_tokens = budget(len(ids), args.get("max_tokens", 16), dev.context_length, "prompt")
+    return Snapshot(ids, sampling(args, max_tokens)), text

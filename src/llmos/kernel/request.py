@@ -1,0 +1,105 @@
+"""An LLM request: the unit the scheduler dispatches to a slot."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from llmos.errors import LlmosError
+from llmos.types import Snapshot, Token
+
+
+class ReqState(enum.IntEnum):
+    """Ordered: `state > PREEMPTED` means finished."""
+
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+    FINISHED_STOPPED = 3
+    FINISHED_LENGTH = 4
+    FINISHED_ABORTED = 5
+    FINISHED_ERROR = 6
+
+    @property
+    def finished(self) -> bool:
+        return self > ReqState.PREEMPTED
+
+
+FINISH_REASON = {
+    ReqState.FINISHED_STOPPED: "stop",
+    ReqState.FINISHED_LENGTH: "length",
+    ReqState.FINISHED_ABORTED: "abort",
+    ReqState.FINISHED_ERROR: "error",
+}
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Text released to the client, with the tokens that produced it."""
+
+    text: str
+    tokens: tuple[Token, ...]
+
+
+@dataclass(frozen=True)
+class Done:
+    """Last event of a stream: why it ended, or the error that ended it."""
+
+    reason: str
+    error: LlmosError | None = None
+
+
+Event = Delta | Done
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Request:
+    pid: int
+    owner: str
+    model: str
+    kind: str  # "chat" | "completion"
+    snapshot: Snapshot
+    prompt_text: str = ""
+    id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    state: ReqState = ReqState.WAITING
+    priority: int = 20
+    created_at: float = field(default_factory=time.monotonic)
+    created_wall: float = field(default_factory=time.time)
+    started_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    device: str | None = None
+    cached_tokens: int = 0
+    text: str = ""
+    error: LlmosError | None = None
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.snapshot.prompt_ids)
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.snapshot.generated_ids)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return FINISH_REASON.get(self.state)
+
+    def emit(self, delta: Delta) -> None:
+        self.text += delta.text
+        self.events.put_nowait(delta)
+
+    def finish(self, state: ReqState, error: LlmosError | None = None) -> None:
+        """Invariant: called once; the Done event is the last one on the queue."""
+        if self.state.finished:
+            return
+        self.state = state
+        self.error = error
+        self.finished_at = time.monotonic()
+        self.events.put_nowait(Done(FINISH_REASON[state], error))

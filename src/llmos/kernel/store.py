@@ -1,0 +1,171 @@
+"""SQLite (WAL) under LLMOS_HOME: processes, hashed tokens, one telemetry row per
+finished request. One connection, used from the kernel's event loop thread only."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from llmos.kernel.process import Process, ProcState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS processes (
+    pid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    implicit INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    salt TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    role TEXT NOT NULL,
+    pid INTEGER,
+    implicit_pid INTEGER,
+    created_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    device TEXT,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    queue_wait_s REAL,
+    ttft_s REAL,
+    total_s REAL NOT NULL,
+    finish_reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_owner ON telemetry(owner, created_at);
+"""
+
+TELEMETRY_COLUMNS = (
+    "request_id",
+    "owner",
+    "pid",
+    "model",
+    "device",
+    "kind",
+    "priority",
+    "prompt_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "max_tokens",
+    "queue_wait_s",
+    "ttft_s",
+    "total_s",
+    "finish_reason",
+    "created_at",
+)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- processes -----------------------------------------------------------------
+    def save_process(self, p: Process) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO processes (pid, name, owner, priority, state, implicit,"
+            " created_at, finished_at, tokens_in, tokens_out, requests)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                p.pid,
+                p.name,
+                p.owner,
+                p.priority,
+                p.state.name,
+                int(p.implicit),
+                p.created_at,
+                p.finished_at,
+                p.tokens_in,
+                p.tokens_out,
+                p.requests,
+            ),
+        )
+
+    def load_processes(self) -> list[Process]:
+        out = []
+        for r in self.db.execute("SELECT * FROM processes ORDER BY pid"):
+            state = ProcState[r["state"]]
+            out.append(
+                Process(
+                    pid=r["pid"],
+                    name=r["name"],
+                    owner=r["owner"],
+                    priority=r["priority"],
+                    # Nothing runs across a restart: the living come back READY.
+                    state=state if not state.alive else ProcState.READY,
+                    created_at=r["created_at"],
+                    finished_at=r["finished_at"],
+                    tokens_in=r["tokens_in"],
+                    tokens_out=r["tokens_out"],
+                    requests=r["requests"],
+                    implicit=bool(r["implicit"]),
+                )
+            )
+        return out
+
+    # -- tokens --------------------------------------------------------------------
+    def add_token(self, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO tokens ({cols}) VALUES ({marks})", tuple(row.values())
+        )
+
+    def get_token(self, token_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM tokens WHERE id = ? AND revoked = 0", (token_id,)
+        ).fetchone()
+        return row
+
+    def set_implicit_pid(self, token_id: str, pid: int) -> None:
+        self.db.execute("UPDATE tokens SET implicit_pid = ? WHERE id = ?", (pid, token_id))
+
+    def count_tokens(self, role: str) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM tokens WHERE role = ? AND revoked = 0", (role,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- telemetry -----------------------------------------------------------------
+    def add_telemetry(self, row: dict[str, Any]) -> None:
+        values = tuple(row[c] for c in TELEMETRY_COLUMNS)
+        marks = ", ".join("?" for _ in TELEMETRY_COLUMNS)
+        self.db.execute(
+            f"INSERT INTO telemetry ({', '.join(TELEMETRY_COLUMNS)}) VALUES ({marks})", values
+        )
+
+    def telemetry(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM telemetry ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [dict(r) for r in rows]
