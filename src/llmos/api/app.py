@@ -1,0 +1,52 @@
+"""The FastAPI app factory: HTTP in, syscalls out. No module-level state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmos.api import errors, routes_llm, routes_procs
+from llmos.api.metrics import Metrics
+from llmos.kernel import Kernel
+
+
+def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
+    """`manage_kernel`: start the kernel (load models) and stop it with the app."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_kernel:
+            await kernel.start()
+        for hook in app.state.on_ready:
+            hook()
+        try:
+            yield
+        finally:
+            if manage_kernel:
+                await kernel.stop()
+
+    app = FastAPI(title="llmos", version="0.1.0", lifespan=lifespan)
+    app.state.kernel = kernel
+    app.state.metrics = Metrics(kernel)
+    app.state.on_ready = []
+    errors.install(app)
+    app.add_middleware(errors.BodyGuard, limit=kernel.settings.max_body_bytes)
+    app.include_router(routes_llm.router)
+    app.include_router(routes_procs.router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        devices = [await d.health() for d in kernel.devices]
+        return {"status": "ok" if all(devices) else "degraded", "devices": len(devices)}
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,169 @@
+"""Kernel requests and events rendered as OpenAI's published response objects:
+chat.completion, chat.completion.chunk, text_completion — field for field."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from llmos.kernel import Delta, Request
+from llmos.types import Token, TopLogprob
+
+FINGERPRINT = "fp_llmos"
+
+
+def new_id(kind: str) -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+
+
+def usage(req: Request) -> dict[str, Any]:
+    return {
+        "prompt_tokens": req.prompt_tokens,
+        "completion_tokens": req.output_tokens,
+        "total_tokens": req.prompt_tokens + req.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": req.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _bytes(t: Token | TopLogprob, text: str) -> list[int]:
+    return list(t.bytes) if t.bytes is not None else list(text.encode())
+
+
+def chat_logprobs(tokens: tuple[Token, ...] | list[Token], k: int) -> dict[str, Any]:
+    content = [
+        {
+            "token": t.piece,
+            "logprob": t.logprob if t.logprob is not None else 0.0,
+            "bytes": _bytes(t, t.piece),
+            "top_logprobs": [
+                {"token": a.token, "logprob": a.logprob, "bytes": _bytes(a, a.token)}
+                for a in t.top[:k]
+            ],
+        }
+        for t in tokens
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(tokens: list[Token], k: int, offset: int) -> dict[str, Any]:
+    offsets, pos = [], offset
+    for t in tokens:
+        offsets.append(pos)
+        pos += len(t.piece)
+    return {
+        "tokens": [t.piece for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{a.token: a.logprob for a in t.top[:k]} for t in tokens],
+        "text_offset": offsets,
+    }
+
+
+class Renderer:
+    """Builds the response (or the stream's chunks) for one request."""
+
+    def __init__(self, req: Request, model: str) -> None:
+        self.req = req
+        self.model = model
+        self.id = new_id(req.kind)
+        self.created = int(time.time())
+        p = req.snapshot.params
+        self.want_logprobs = p.logprobs
+        self.k = p.top_logprobs
+        self.tokens: list[Token] = []
+        self.text_offset = 0
+
+    def _base(self, obj: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": FINGERPRINT,
+        }
+
+    # -- whole responses -----------------------------------------------------------
+    def response(self, tokens: list[Token]) -> dict[str, Any]:
+        req = self.req
+        if req.kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": req.text,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": chat_logprobs(tokens, self.k) if self.want_logprobs else None,
+                "finish_reason": req.finish_reason,
+            }
+            body = self._base("chat.completion")
+            body["service_tier"] = "default"
+        else:
+            choice = {
+                "text": req.text,
+                "index": 0,
+                "logprobs": completion_logprobs(tokens, self.k, 0) if self.want_logprobs else None,
+                "finish_reason": req.finish_reason,
+            }
+            body = self._base("text_completion")
+        body["choices"] = [choice]
+        body["usage"] = usage(req)
+        return body
+
+    # -- stream chunks -------------------------------------------------------------
+    def _chunk(
+        self,
+        delta: dict[str, Any] | None,
+        text: str,
+        logprobs: Any,
+        finish: str | None,
+        usage_field: bool,
+    ) -> dict[str, Any]:
+        if self.req.kind == "chat":
+            body = self._base("chat.completion.chunk")
+            body["service_tier"] = "default"
+            body["choices"] = [
+                {"index": 0, "delta": delta or {}, "logprobs": logprobs, "finish_reason": finish}
+            ]
+        else:
+            body = self._base("text_completion")
+            body["choices"] = [
+                {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
+            ]
+        if usage_field:
+            body["usage"] = None
+        return body
+
+    def first_chunk(self, usage_field: bool) -> dict[str, Any] | None:
+        if self.req.kind != "chat":
+            return None
+        delta = {"role": "assistant", "content": "", "refusal": None}
+        return self._chunk(delta, "", None, None, usage_field)
+
+    def delta_chunk(self, d: Delta, usage_field: bool) -> dict[str, Any]:
+        logprobs = None
+        if self.want_logprobs:
+            if self.req.kind == "chat":
+                logprobs = chat_logprobs(d.tokens, self.k)
+            else:
+                logprobs = completion_logprobs(list(d.tokens), self.k, self.text_offset)
+        self.text_offset += len(d.text)
+        return self._chunk({"content": d.text}, d.text, logprobs, None, usage_field)
+
+    def final_chunk(self, usage_field: bool) -> dict[str, Any]:
+        return self._chunk({}, "", None, self.req.finish_reason, usage_field)
+
+    def usage_chunk(self) -> dict[str, Any]:
+        body = self._base("chat.completion.chunk" if self.req.kind == "chat" else "text_completion")
+        if self.req.kind == "chat":
+            body["service_tier"] = "default"
+        body["choices"] = []
+        body["usage"] = usage(self.req)
+        return body

@@ -1,0 +1,128 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from llmos.api.auth import caller, kernel_of
+from llmos.api.openai_format import Renderer
+from llmos.api.schemas import ChatRequest, CompletionRequest
+from llmos.errors import LlmosError
+from llmos.kernel import Caller, Delta, Done, Kernel
+from llmos.kernel import Request as KRequest
+from llmos.types import Token
+
+router = APIRouter(prefix="/v1")
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _collect(kernel: Kernel, req: KRequest) -> list[Token]:
+    tokens: list[Token] = []
+    try:
+        while True:
+            event = await req.events.get()
+            if isinstance(event, Done):
+                if event.error is not None:
+                    raise event.error
+                return tokens
+            tokens.extend(event.tokens)
+    except asyncio.CancelledError:
+        kernel.cancel(req)
+        raise
+
+
+async def _stream(
+    kernel: Kernel, req: KRequest, render: Renderer, include_usage: bool
+) -> AsyncIterator[bytes]:
+    usage_field = include_usage
+    try:
+        first = render.first_chunk(usage_field)
+        if first is not None:
+            yield _sse(first)
+        while True:
+            event = await req.events.get()
+            if isinstance(event, Delta):
+                if event.text or render.want_logprobs:
+                    yield _sse(render.delta_chunk(event, usage_field))
+                continue
+            if event.error is not None:
+                yield _sse(event.error.to_dict())
+            else:
+                yield _sse(render.final_chunk(usage_field))
+                if include_usage:
+                    yield _sse(render.usage_chunk())
+            break
+        yield b"data: [DONE]\n\n"
+    finally:
+        # The client went away (or we are done): never leave a generation running.
+        if not req.state.finished:
+            kernel.cancel(req)
+
+
+async def _serve(
+    kernel: Kernel, who: Caller, name: str, args: dict[str, Any], stream: bool, usage: bool
+) -> Any:
+    req: KRequest = await kernel.call(name, who, args)
+    render = Renderer(req, req.model)
+    if stream:
+        return StreamingResponse(
+            _stream(kernel, req, render, usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    try:
+        tokens = await _collect(kernel, req)
+    except LlmosError as e:
+        return JSONResponse(e.to_dict(), status_code=e.status)
+    return render.response(tokens)
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    body: ChatRequest, request: Request, who: Caller = Depends(caller)
+) -> Any:
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await _serve(kernel_of(request), who, "llm.chat", body.kernel_args(), body.stream, usage)
+
+
+@router.post("/completions")
+async def completions(
+    body: CompletionRequest, request: Request, who: Caller = Depends(caller)
+) -> Any:
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await _serve(
+        kernel_of(request), who, "llm.complete", body.kernel_args(), body.stream, usage
+    )
+
+
+def _model(kernel: Kernel, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": info["id"],
+        "object": "model",
+        "created": int(kernel.started_at),
+        "owned_by": "llmos",
+    }
+
+
+@router.get("/models")
+async def models(request: Request, who: Caller = Depends(caller)) -> Any:
+    kernel = kernel_of(request)
+    infos = await kernel.call("sys.models", who)
+    return {"object": "list", "data": [_model(kernel, m) for m in infos]}
+
+
+@router.get("/models/{model_id:path}")
+async def model(model_id: str, request: Request, who: Caller = Depends(caller)) -> Any:
+    kernel = kernel_of(request)
+    kernel.device_for(model_id)
+    infos = await kernel.call("sys.models", who)
+    return next(_model(kernel, m) for m in infos if m["id"] == model_id)

@@ -1,0 +1,46 @@
+"""Process and system routes: /v1/processes, /v1/sys/*."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from llmos.api.auth import caller, kernel_of
+from llmos.api.schemas import SpawnRequest
+from llmos.kernel import Caller
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/processes")
+async def list_processes(request: Request, who: Caller = Depends(caller)) -> Any:
+    data = await kernel_of(request).call("proc.list", who)
+    return {"object": "list", "data": data}
+
+
+@router.post("/processes", status_code=201)
+async def spawn(body: SpawnRequest, request: Request, who: Caller = Depends(caller)) -> Any:
+    return await kernel_of(request).call(
+        "proc.spawn", who, {"name": body.name, "priority": body.priority}
+    )
+
+
+@router.get("/processes/{pid}")
+async def get_process(pid: int, request: Request, who: Caller = Depends(caller)) -> Any:
+    return await kernel_of(request).call("proc.get", who, {"pid": pid})
+
+
+@router.delete("/processes/{pid}")
+async def kill_process(pid: int, request: Request, who: Caller = Depends(caller)) -> Any:
+    return await kernel_of(request).call("proc.kill", who, {"pid": pid})
+
+
+@router.get("/sys/info")
+async def sys_info(request: Request, who: Caller = Depends(caller)) -> Any:
+    return await kernel_of(request).call("sys.info", who)
+
+
+@router.get("/sys/devices")
+async def sys_devices(request: Request, who: Caller = Depends(caller)) -> Any:
+    return {"object": "list", "data": await kernel_of(request).call("sys.devices", who)}

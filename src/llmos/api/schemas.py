@@ -1,0 +1,103 @@
+"""Request bodies of the HTTP API. Pydantic checks types and ranges (naming the
+field on failure); the kernel checks what needs the model (context, model names)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, MAX_TOP_LOGPROBS
+
+
+class _Body(BaseModel):
+    # OpenAI clients send fields we do not use (user, metadata, store, …): accept them.
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class JsonSchemaSpec(BaseModel):
+    name: str = "output"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    def schema_or_none(self) -> dict[str, Any] | None:
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema":
+            return self.json_schema.schema_ if self.json_schema else {"type": "object"}
+        return None
+
+
+class _Sampling(_Body):
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+    def kernel_args(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+
+
+class ChatRequest(_Sampling):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+
+    def kernel_args(self) -> dict[str, Any]:
+        args = super().kernel_args()
+        args["messages"] = self.messages
+        args["max_tokens"] = self.max_completion_tokens or self.max_tokens
+        args["logprobs"] = self.logprobs
+        args["top_logprobs"] = self.top_logprobs if self.logprobs else 0
+        args["json_schema"] = (
+            self.response_format.schema_or_none() if self.response_format else None
+        )
+        return args
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int]
+    max_tokens: int | None = Field(default=16, ge=1)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: Literal[False] = False
+    best_of: int = Field(default=1, ge=1, le=1)
+    suffix: None = None
+
+    def kernel_args(self) -> dict[str, Any]:
+        args = super().kernel_args()
+        args["prompt"] = self.prompt
+        args["logprobs"] = self.logprobs is not None
+        args["top_logprobs"] = self.logprobs or 0
+        return args
+
+
+class SpawnRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="process", min_length=1, max_length=MAX_NAME_LEN)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)

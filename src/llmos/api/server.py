@@ -1,0 +1,51 @@
+"""`llmos up`: build devices and kernel from settings, serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from llmos.api.app import create_app
+from llmos.kernel import Kernel, build_devices
+from llmos.params import Settings
+
+
+def _announce(kernel: Kernel, settings: Settings) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"llmos kernel ready at {url}  (models: {', '.join(kernel.models())})", flush=True)
+    if kernel.admin_token:
+        print(f"admin token (shown once, saved to {kernel.admin_token_path}):", flush=True)
+        print(f"  {kernel.admin_token}", flush=True)
+    elif settings.admin_token:
+        print("admin token: the value of LLMOS_TOKEN", flush=True)
+    elif kernel.admin_token_path.is_file():
+        token = kernel.admin_token_path.read_text().strip()
+        print(f"admin token (from {kernel.admin_token_path}):\n  {token}", flush=True)
+    else:
+        print("admin token: created earlier; its file was removed", flush=True)
+    print(
+        f'try: curl -H "Authorization: Bearer $TOKEN" {url}/v1/chat/completions '
+        f'-d \'{{"model":"{kernel.models()[0]}","messages":[{{"role":"user","content":"Hi"}}]}}\'',
+        flush=True,
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Blocking. Raises LlmosError for bad settings (the CLI prints it)."""
+    settings.validate()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kernel = Kernel(settings, build_devices(settings))
+    app = create_app(kernel)
+    app.state.on_ready.append(lambda: _announce(kernel, settings))
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(1)

@@ -1,0 +1,187 @@
+"""`Client`: the kernel's HTTP API from Python, for agents in any OS process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from llmos.params import DEFAULT_PRIORITY
+from llmos.sdk import _wire
+from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
+from llmos.sdk._errors import error_from_response, transport_error
+from llmos.sdk._wire import ChatResult, Messages
+
+
+class Client:
+    """A connection to one kernel. `url` defaults to $LLMOS_URL, then the local
+    default; `token` to $LLMOS_TOKEN, then $LLMOS_HOME/admin-token. Every failure
+    raises `ApiError` (`KernelUnreachable` if nothing answers). Close it, or use it
+    as a context manager. `transport` is httpx's seam, for tests."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = resolve_url(url)
+        self.token = resolve_token(token)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=resolve_timeout(timeout),
+            transport=transport,
+        )
+        self._model: str | None = None  # first id from /v1/models, once asked
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    # -- LLM -----------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        return _wire.data_of(self._request("GET", "/v1/models"))
+
+    def chat(
+        self,
+        messages_or_text: Messages,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        **extra: Any,
+    ) -> ChatResult:
+        body = _wire.body_of(
+            model or self._default_model(),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=stop,
+            seed=seed,
+            extra=extra,
+        )
+        body["messages"] = _wire.messages_of(messages_or_text)
+        return _wire.result_of(self._request("POST", _wire.CHAT_PATH, body))
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        **extra: Any,
+    ) -> ChatResult:
+        body = _wire.body_of(
+            model or self._default_model(),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=stop,
+            seed=seed,
+            extra=extra,
+        )
+        body["prompt"] = prompt
+        return _wire.result_of(self._request("POST", _wire.COMPLETIONS_PATH, body))
+
+    def stream(
+        self,
+        messages_or_text: Messages,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        **extra: Any,
+    ) -> Iterator[str]:
+        """Yield the reply's text deltas as they are generated. An error event in the
+        stream (e.g. the process was killed) raises ApiError where it arrives.
+        Nothing is sent until the first delta is asked for."""
+        body = _wire.body_of(
+            model or self._default_model(),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=stop,
+            seed=seed,
+            extra=extra,
+            stream=True,
+        )
+        body["messages"] = _wire.messages_of(messages_or_text)
+        try:
+            with self._http.stream("POST", _wire.CHAT_PATH, json=body) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                for line in response.iter_lines():
+                    event = _wire.sse_event(line)
+                    if event is _wire.DONE:
+                        return
+                    if isinstance(event, str):
+                        yield event
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from exc
+        raise _wire.truncated_stream()
+
+    # -- processes -----------------------------------------------------------------
+    def processes(self) -> list[dict[str, Any]]:
+        """Every process this token may see, finished ones included."""
+        return _wire.data_of(self._request("GET", "/v1/processes"))
+
+    def spawn(self, name: str, priority: int = DEFAULT_PRIORITY) -> dict[str, Any]:
+        """A new process; its `token` makes requests that are accounted to it."""
+        proc: dict[str, Any] = self._request(
+            "POST", "/v1/processes", {"name": name, "priority": priority}
+        )
+        return proc
+
+    def process(self, pid: int) -> dict[str, Any]:
+        proc: dict[str, Any] = self._request("GET", f"/v1/processes/{int(pid)}")
+        return proc
+
+    def kill(self, pid: int) -> dict[str, Any]:
+        proc: dict[str, Any] = self._request("DELETE", f"/v1/processes/{int(pid)}")
+        return proc
+
+    # -- system --------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self._request("GET", "/v1/sys/info")
+        return info
+
+    def devices(self) -> list[dict[str, Any]]:
+        return _wire.data_of(self._request("GET", "/v1/sys/devices"))
+
+    # -- plumbing ------------------------------------------------------------------
+    def _default_model(self) -> str:
+        if self._model is None:
+            self._model = _wire.first_model(self.models())
+        return self._model
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from exc
+        return _wire.json_of(response, self.url)

@@ -1,0 +1,142 @@
+"""What goes over the wire, shared by `Client` and `AsyncClient`: request bodies,
+results, and the server-sent-events decoding. No I/O here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+
+from llmos.sdk._errors import ApiError, error_from_body, error_from_response
+
+Messages = str | Sequence[Mapping[str, Any]]
+
+CHAT_PATH: Final = "/v1/chat/completions"
+COMPLETIONS_PATH: Final = "/v1/completions"
+DONE: Final = object()  # `data: [DONE]`: the stream ended normally
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One finished (non-streamed) chat or text completion."""
+
+    text: str
+    finish_reason: str | None
+    usage: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def messages_of(messages_or_text: Messages) -> list[dict[str, Any]]:
+    """A bare string is one user message."""
+    if isinstance(messages_or_text, str):
+        return [{"role": "user", "content": messages_or_text}]
+    return [dict(m) for m in messages_or_text]
+
+
+def body_of(
+    model: str,
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+    stop: str | Sequence[str] | None,
+    seed: int | None,
+    extra: Mapping[str, Any],
+    stream: bool = False,
+) -> dict[str, Any]:
+    """The shared part of a completion request; unset sampling fields are left out
+    so the kernel's defaults apply."""
+    body: dict[str, Any] = {"model": model}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    if stop is not None:
+        body["stop"] = stop if isinstance(stop, str) else list(stop)
+    if seed is not None:
+        body["seed"] = seed
+    body.update(extra)
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def json_of(response: httpx.Response, url: str) -> Any:
+    """The JSON of a successful response, or the ApiError the kernel sent."""
+    if response.is_error:
+        raise error_from_response(response)
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(
+            502,
+            f"{url} answered {response.request.url.path} with something other than JSON; "
+            "is it an llmos kernel?",
+            code="bad_response",
+        ) from None
+
+
+def data_of(body: Any) -> list[dict[str, Any]]:
+    """The `data` of an OpenAI-style {"object": "list", "data": [...]}."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise ApiError(502, "the kernel answered with no `data` list", code="bad_response")
+    return data
+
+
+def first_model(models: list[dict[str, Any]]) -> str:
+    for m in models:
+        if m.get("id"):
+            return str(m["id"])
+    raise ApiError(404, "the kernel serves no models", param="model", code="model_not_found")
+
+
+def result_of(body: Any) -> ChatResult:
+    """A ChatResult from a chat (`message.content`) or completion (`text`) response."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not choices:
+        raise ApiError(502, "the kernel answered with no choices", code="bad_response")
+    choice = choices[0]
+    if "message" in choice:
+        text = (choice.get("message") or {}).get("content") or ""
+    else:
+        text = choice.get("text") or ""
+    return ChatResult(
+        text=text,
+        finish_reason=choice.get("finish_reason"),
+        usage=dict(body.get("usage") or {}),
+        id=str(body.get("id") or ""),
+        raw=body,
+    )
+
+
+def sse_event(line: str) -> str | object | None:
+    """Decode one SSE line: the text delta it carries, DONE, or None for lines that
+    carry nothing (blank, comments, other fields). An error event raises ApiError."""
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return DONE
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise ApiError(502, "the kernel sent a malformed stream event", code="bad_response") from None
+    if not isinstance(event, dict):
+        return None
+    if "error" in event:
+        raise error_from_body(0, event, "the stream failed")
+    choices = event.get("choices") or []
+    if not choices:
+        return None  # e.g. a final usage-only chunk
+    choice = choices[0]
+    delta = choice.get("delta")
+    text = (delta or {}).get("content") if delta is not None else choice.get("text")
+    return text or None
+
+
+def truncated_stream() -> ApiError:
+    return ApiError(502, "the kernel's stream ended before [DONE]", code="incomplete_stream")
