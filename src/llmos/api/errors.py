@@ -23,8 +23,19 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "any"})
+
+
+def _is_field(part: Any) -> bool:
+    """Drop pydantic's location tags that are not field names (union members)."""
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return text not in _TYPE_TAGS and "[" not in text and text not in ("body", "path", "query")
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [str(p) for p in loc if _is_field(p)]
     if not parts:
         return None
     out = parts[0]
@@ -38,14 +49,15 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
     first: dict[str, Any] = dict(errors[0]) if errors else {"msg": "invalid request"}
     loc = tuple(first.get("loc", ()))
     param: str | None
+    param = _param(loc)
     if first.get("type") == "json_invalid":
         message, param = f"malformed JSON body: {(first.get('ctx') or {}).get('error', '')}", "body"
+    elif param is None:
+        message, param = f"the body must be a JSON object: {first.get('msg')}", "body"
     elif first.get("type") == "missing":
-        param = _param(loc)
         message = f"missing required field '{param}'"
     else:
-        param = _param(loc)
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        message = f"{param}: {first.get('msg')}"
     return JSONResponse(
         error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400
     )

@@ -95,6 +95,11 @@ class LlamaCppDevice(Device):
         )
 
     @property
+    def engine(self) -> Any:
+        """The xllamacpp.Server itself, for driving the engine directly (tests, bench)."""
+        return self._server
+
+    @property
     def listening_address(self) -> str:
         address = str(self._server.listening_address)
         return address if address.startswith("http") else f"http://{address}"

@@ -1,0 +1,94 @@
+"""Shared fixtures: a kernel on the mock device (fast, in-process ASGI) and a real
+llmos server on the embedded SmolLM2 model (uvicorn on 127.0.0.1, one per session)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+
+from llmos.api import create_app
+from llmos.devices import LlamaCppDevice, MockDevice, default_model_path
+from llmos.kernel import Kernel
+from llmos.params import Settings
+
+ADMIN = "test-admin-token"
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class MockKernel:
+    kernel: Kernel
+    device: MockDevice
+    client: httpx.AsyncClient  # speaks to the app in-process, admin token set
+
+
+@pytest_asyncio.fixture
+async def mock(tmp_path: Path) -> AsyncIterator[MockKernel]:
+    device = MockDevice(slots=2, context_length=256, token_delay=0.001)
+    kernel = Kernel(Settings(home=tmp_path, admin_token=ADMIN, max_body_bytes=64 * 1024), [device])
+    await kernel.start()
+    app = create_app(kernel, manage_kernel=False)
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://llmos", headers=headers
+    ) as client:
+        yield MockKernel(kernel, device, client)
+    await kernel.stop()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    token: str
+    kernel: Kernel
+    device: LlamaCppDevice
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def _serve_in_thread(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:  # type: ignore[no-untyped-def]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("llmos test server did not start")
+        time.sleep(0.05)
+    return server, thread
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real kernel on the embedded SmolLM2 model: 4 slots of 1024 tokens."""
+    home = tmp_path_factory.mktemp("llmos-home")
+    settings = Settings(home=home, admin_token=ADMIN, slots=4, ctx=1024, threads=2)
+    device = LlamaCppDevice(default_model_path(), slots=4, ctx=1024, threads=2, model=MODEL)
+    kernel = Kernel(settings, [device])
+    app = create_app(kernel)
+    port = free_port()
+    server, thread = _serve_in_thread(app, port)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", ADMIN, kernel, device)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
