@@ -8,6 +8,7 @@ import json
 import httpx
 import openai
 import pytest
+
 from tests.conftest import MODEL, LiveServer
 
 pytestmark = pytest.mark.model

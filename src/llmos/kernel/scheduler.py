@@ -36,7 +36,7 @@ class Scheduler:
         self.running: dict[str, set[Request]] = {d.name: set() for d in devices}
         self.peak_running: dict[str, int] = {d.name: 0 for d in devices}
         self.dispatched: dict[str, int] = {d.name: 0 for d in devices}
-        self._tasks: dict[Request, asyncio.Task[None]] = {}
+        self._tasks: dict[Request, asyncio.Task[ReqState]] = {}
         self._abort: dict[Request, LlmosError] = {}
         self._on_start = on_start
         self._on_finish = on_finish
@@ -97,8 +97,9 @@ class Scheduler:
         self._tasks[req] = task
         task.add_done_callback(lambda t: self._release(req, dev, t))
 
-    async def _run(self, req: Request, dev: Device) -> None:
-        """Decode until the device finishes, a stop string hits, or we are cancelled."""
+    async def _run(self, req: Request, dev: Device) -> ReqState:
+        """Decode until the device finishes, a stop string hits, or we are cancelled.
+        Returns the final state; `_release` records it once the slot is free."""
         matcher = StopMatcher(req.snapshot.params.stop)
         pending: list[Token] = []
         state = ReqState.FINISHED_STOPPED
@@ -125,10 +126,12 @@ class Scheduler:
         rest = matcher.flush()
         if rest or pending:
             req.emit(Delta(rest, tuple(pending)))
-        req.finish(state)
+        return state
 
-    def _release(self, req: Request, dev: Device, task: asyncio.Task[None]) -> None:
-        """Done-callback of every dispatched task: free the slot, settle, refill."""
+    def _release(self, req: Request, dev: Device, task: asyncio.Task[ReqState]) -> None:
+        """Done-callback of every dispatched task: free the slot, then finish and
+        account the request (so a client that sees the end sees it accounted),
+        then refill the slot."""
         self.running[dev.name].discard(req)
         self._tasks.pop(req, None)
         abort = self._abort.pop(req, None)
@@ -139,6 +142,8 @@ class Scheduler:
                 log.error("device %s failed on %s", dev.name, req.id, exc_info=exc)
                 exc = DeviceError(f"device {dev.name} failed: {exc}")
             req.finish(ReqState.FINISHED_ERROR, exc)
+        else:
+            req.finish(task.result())
         self._on_finish(req)
         self.schedule()
 

@@ -1,0 +1,48 @@
+"""The public surface changes only on purpose: package exports, syscalls, routes."""
+
+from __future__ import annotations
+
+import llmos
+from llmos.api import create_app
+from llmos.devices import MockDevice
+from llmos.kernel import SYSCALLS, Kernel
+from llmos.params import Settings
+
+
+def test_package_exports() -> None:
+    assert sorted(llmos.__all__) == ["LlmosError", "Settings"]
+
+
+def test_syscall_table() -> None:
+    assert sorted(SYSCALLS) == [
+        "llm.chat",
+        "llm.complete",
+        "proc.get",
+        "proc.kill",
+        "proc.list",
+        "proc.spawn",
+        "sys.devices",
+        "sys.info",
+        "sys.models",
+    ]
+
+
+def test_http_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    kernel = Kernel(Settings(home=tmp_path), [MockDevice()])
+    schema = create_app(kernel).openapi()
+    kernel.store.close()
+    paths = {(m.upper(), p) for p, ops in schema["paths"].items() for m in ops}
+    assert paths == {
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model_id}"),
+        ("GET", "/v1/processes"),
+        ("POST", "/v1/processes"),
+        ("GET", "/v1/processes/{pid}"),
+        ("DELETE", "/v1/processes/{pid}"),
+        ("GET", "/v1/sys/info"),
+        ("GET", "/v1/sys/devices"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+    }
