@@ -16,10 +16,9 @@ from llmos.sdk._wire import ChatResult, Messages
 
 
 class AsyncClient:
-    """A connection to one kernel. `url` defaults to $LLMOS_URL, then the local
-    default; `token` to $LLMOS_TOKEN, then $LLMOS_HOME/admin-token. Every failure
-    raises `ApiError` (`KernelUnreachable` if nothing answers). Close it, or use it
-    as a context manager. `transport` is httpx's seam, for tests."""
+    """`Client` for asyncio: the same constructor and methods, awaited; `stream`
+    is an async iterator. Close it with `aclose()` (or `close()`), or use it as an
+    async context manager. `transport` is httpx's seam, for tests."""
 
     def __init__(
         self,
@@ -43,6 +42,8 @@ class AsyncClient:
     # -- lifecycle -----------------------------------------------------------------
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    close = aclose
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -124,7 +124,9 @@ def sse_event(line: str) -> str | object | None:
     try:
         event = json.loads(payload)
     except ValueError:
-        raise ApiError(502, "the kernel sent a malformed stream event", code="bad_response") from None
+        raise ApiError(
+            502, "the kernel sent a malformed stream event", code="bad_response"
+        ) from None
     if not isinstance(event, dict):
         return None
     if "error" in event:

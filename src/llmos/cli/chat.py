@@ -1,0 +1,54 @@
+"""`llmos chat`: one message to the kernel, the reply streamed to the terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from llmos.cli._shared import TokenOption, UrlOption, connect, fail
+from llmos.sdk import ApiError
+
+
+def chat(
+    text: Annotated[str, typer.Argument(help="The message; `-` reads it from stdin.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model id. Default: the kernel's first model.", show_default=False),
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    system: Annotated[str | None, typer.Option(help="A system message to send first.")] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print the reply as it is generated.")
+    ] = True,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Send a message and print the reply."""
+    if text == "-":
+        text = sys.stdin.read()
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": text})
+    options: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    with connect(url, token) as client:
+        if not stream:
+            typer.echo(client.chat(messages, **options).text)
+            return
+        started = False
+        try:
+            for delta in client.stream(messages, **options):
+                started = True
+                typer.echo(delta, nl=False)
+        except ApiError as exc:
+            if started:
+                typer.echo()  # end the partial reply before the error line
+            fail(exc.message)
+        typer.echo()

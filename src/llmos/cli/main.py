@@ -1,0 +1,29 @@
+"""The `llmos` command: one typer app, built on demand (no import-time state)."""
+
+from __future__ import annotations
+
+import typer
+
+from llmos.cli import chat, tables, up
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="llmos",
+        help="llmos: an operating system for LLM workloads.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.command("up")(up.up)
+    app.command("chat")(chat.chat)
+    app.command("ps")(tables.ps)
+    app.command("kill")(tables.kill)
+    app.command("info")(tables.info)
+    app.command("devices")(tables.devices)
+    return app
+
+
+def main() -> None:
+    build_app()()

@@ -1,0 +1,120 @@
+"""`llmos ps`, `kill`, `info`, `devices`: the kernel's state as tables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from llmos.cli._shared import TokenOption, UrlOption, age, cell, connect, console
+
+_STATE_STYLE = {
+    "running": "green",
+    "waiting": "yellow",
+    "ready": "cyan",
+    "exited": "dim",
+    "killed": "red",
+}
+_OVER = ("exited", "killed")
+
+
+def ps(
+    all_: Annotated[
+        bool, typer.Option("--all", "-a", help="Include processes that have exited or been killed.")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List processes (live ones unless --all)."""
+    with connect(url, token) as client:
+        procs = client.processes()
+    if not all_:
+        procs = [p for p in procs if p.get("state") not in _OVER]
+    out = console()
+    if not procs:
+        out.print("no processes" + ("" if all_ else " (--all shows finished ones)"))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("PID", justify="right", no_wrap=True)
+    table.add_column("NAME", overflow="fold")
+    table.add_column("OWNER")
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("PRIO", justify="right")
+    table.add_column("REQS", justify="right")
+    table.add_column("TOK IN", justify="right")
+    table.add_column("TOK OUT", justify="right")
+    table.add_column("AGE", justify="right", no_wrap=True)
+    for p in sorted(procs, key=lambda p: int(p.get("pid") or 0)):
+        state = str(p.get("state", "?"))
+        table.add_row(
+            cell(p.get("pid")),
+            cell(p.get("name")),
+            cell(p.get("owner")),
+            f"[{_STATE_STYLE.get(state, '')}]{state}[/]" if state in _STATE_STYLE else state,
+            cell(p.get("priority")),
+            cell(p.get("requests")),
+            cell(p.get("tokens_in")),
+            cell(p.get("tokens_out")),
+            age(p.get("created_at"), p.get("finished_at")),
+        )
+    out.print(table)
+
+
+def kill(
+    pid: Annotated[int, typer.Argument(help="The process to kill.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Kill a process: its queued requests fail, running ones stop at the next token."""
+    with connect(url, token) as client:
+        proc = client.kill(pid)
+    state = proc.get("state")
+    if state == "killed":
+        typer.echo(f"killed {proc.get('pid', pid)} ({proc.get('name')})")
+    else:
+        typer.echo(f"process {proc.get('pid', pid)} ({proc.get('name')}) is {state}")
+
+
+def info(url: UrlOption = None, token: TokenOption = None) -> None:
+    """Show the kernel's version, uptime, policy, capacity and load."""
+    with connect(url, token) as client:
+        data = client.info()
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in data.items():
+        if key == "uptime_s":
+            key, value = "uptime", age(1.0, 1.0 + float(value))
+        table.add_row(key.replace("_", " "), cell(value))
+    console().print(table)
+
+
+_DEVICE_COLUMNS: list[tuple[str, str]] = [
+    ("NAME", "name"),
+    ("KIND", "kind"),
+    ("MODEL", "model"),
+    ("SLOTS", "slots"),
+    ("CTX", "context_length"),
+    ("OK", "healthy"),
+    ("RUN", "running"),
+    ("PEAK", "peak_running"),
+    ("WAIT", "waiting"),
+]
+
+
+def devices(url: UrlOption = None, token: TokenOption = None) -> None:
+    """List the engines the kernel schedules onto."""
+    with connect(url, token) as client:
+        rows: list[dict[str, Any]] = client.devices()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title, key in _DEVICE_COLUMNS:
+        numeric = key not in ("name", "kind", "model", "healthy")
+        table.add_column(title, justify="right" if numeric else "left", no_wrap=True)
+    for d in rows:
+        healthy = d.get("healthy")
+        mark = cell(healthy) if healthy is None else ("[green]yes[/]" if healthy else "[red]no[/]")
+        table.add_row(
+            *(mark if key == "healthy" else cell(d.get(key)) for _, key in _DEVICE_COLUMNS)
+        )
+    console().print(table)

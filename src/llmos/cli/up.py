@@ -1,0 +1,74 @@
+"""`llmos up`: settings from the command line, validated, then the server in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from llmos.cli._shared import EXIT_USAGE, fail
+from llmos.errors import LlmosError
+from llmos.params import DEFAULT_CTX, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SLOTS, Settings
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="A GGUF file for the embedded engine. Default: the bundled SmolLM2.",
+            show_default=False,
+        ),
+    ] = None,
+    device_url: Annotated[
+        str | None,
+        typer.Option(help="An OpenAI-compatible server to use instead of an embedded engine."),
+    ] = None,
+    device_api_key: Annotated[
+        str | None,
+        typer.Option(help="API key for --device-url.", envvar="LLMOS_DEVICE_API_KEY"),
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="The model id clients send. Default: derived.")
+    ] = None,
+    slots: Annotated[int, typer.Option(help="Requests the engine runs at once.")] = DEFAULT_SLOTS,
+    ctx: Annotated[int, typer.Option(help="Context length of one request, in tokens.")] = (
+        DEFAULT_CTX
+    ),
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for the engine. Default: all cores.")
+    ] = None,
+    policy: Annotated[str, typer.Option(help="Scheduling policy.")] = "fifo",
+    home: Annotated[
+        Path | None,
+        typer.Option(help="State directory. Default: $LLMOS_HOME, else ~/.llmos."),
+    ] = None,
+) -> None:
+    """Start the llmos kernel and serve its HTTP API (blocks until Ctrl-C)."""
+    given: dict[str, Any] = {"home": home, "threads": threads}
+    settings = Settings(
+        host=host,
+        port=port,
+        model_path=model,
+        device_url=device_url,
+        device_api_key=device_api_key,
+        model_name=model_name,
+        slots=slots,
+        ctx=ctx,
+        policy=policy,
+        **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
+    )
+    try:
+        settings.validate()
+    except LlmosError as exc:
+        fail(exc.message, EXIT_USAGE)
+
+    from llmos.api.server import serve  # loads FastAPI and the engines: only when serving
+
+    try:
+        serve(settings)
+    except LlmosError as exc:  # e.g. the model failed to load
+        fail(exc.message)

@@ -1,0 +1,177 @@
+"""The `llmos` command line, through typer's CliRunner, against a live kernel on the
+mock device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+import llmos.api.server
+from llmos.cli.main import build_app
+from llmos.params import Settings
+from llmos.sdk import Client
+from tests._live_server import MODEL, LiveServer, closed_port_url, live_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("llmos-home")) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[Client]:
+    with Client(server.url, server.token) as c:
+        yield c
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def against(server: LiveServer, *args: str) -> Result:
+    return run(*args, "--url", server.url, "--token", server.token)
+
+
+def assert_clean_failure(result: Result, code: int) -> None:
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+
+
+# -- chat --------------------------------------------------------------------------
+def test_chat_streams_the_reply(server: LiveServer, client: Client) -> None:
+    result = against(server, "chat", "hello", "--max-tokens", "6")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == client.chat("hello", max_tokens=6).text + "\n"
+
+
+def test_chat_without_streaming_and_with_a_system_message(
+    server: LiveServer, client: Client
+) -> None:
+    args = ("chat", "hello", "--system", "be brief", "--max-tokens", "4", "--no-stream")
+    result = against(server, *args, "--model", MODEL, "--temperature", "0")
+    assert result.exit_code == 0, result.output
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+    ]
+    assert result.stdout == client.chat(messages, max_tokens=4).text + "\n"
+
+
+def test_chat_api_error_is_one_line(server: LiveServer) -> None:
+    result = against(server, "chat", "hello", "--model", "no-such-model")
+    assert_clean_failure(result, 1)
+    assert result.stderr.startswith("error: ")
+    assert "no-such-model" in result.stderr
+
+
+# -- processes ---------------------------------------------------------------------
+def test_ps_lists_live_processes(server: LiveServer, client: Client) -> None:
+    proc = client.spawn("cli-ps-agent", priority=9)
+    result = against(server, "ps")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "cli-ps-agent" in line)
+    assert row.split()[:5] == [str(proc["pid"]), "cli-ps-agent", "admin", "ready", "9"]
+    assert "PID" in result.stdout and "TOK OUT" in result.stdout
+
+
+def test_kill_and_ps_all(server: LiveServer, client: Client) -> None:
+    proc = client.spawn("cli-kill-agent")
+    result = against(server, "kill", str(proc["pid"]))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"killed {proc['pid']} (cli-kill-agent)\n"
+    assert client.process(proc["pid"])["state"] == "killed"
+    assert "cli-kill-agent" not in against(server, "ps").stdout
+    shown = against(server, "ps", "--all").stdout
+    assert "cli-kill-agent" in shown and "killed" in shown
+
+
+def test_kill_unknown_pid(server: LiveServer) -> None:
+    result = against(server, "kill", "987654")
+    assert_clean_failure(result, 1)
+    assert result.stderr == "error: no process with pid 987654\n"
+
+
+# -- system ------------------------------------------------------------------------
+def test_info(server: LiveServer) -> None:
+    result = against(server, "info")
+    assert result.exit_code == 0, result.output
+    assert "policy" in result.stdout and "fifo" in result.stdout
+    assert MODEL in result.stdout
+
+
+def test_devices(server: LiveServer) -> None:
+    result = against(server, "devices")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("mock0"))
+    assert row.split()[:6] == ["mock0", "mock", MODEL, "2", "4096", "yes"]
+
+
+# -- failures ----------------------------------------------------------------------
+def test_bad_token(server: LiveServer) -> None:
+    result = run("ps", "--url", server.url, "--token", "wrong")
+    assert_clean_failure(result, 1)
+    assert result.stderr == "error: invalid bearer token\n"
+
+
+def test_unreachable_kernel() -> None:
+    url = closed_port_url()
+    result = run("info", "--url", url, "--token", "t")
+    assert_clean_failure(result, 1)
+    assert result.stderr.startswith(f"error: cannot reach the llmos kernel at {url}")
+    assert "llmos up" in result.stderr
+
+
+def test_no_arguments_prints_help() -> None:
+    result = run()
+    assert_clean_failure(result, 2)
+    assert "Usage" in result.output
+    for command in ("up", "chat", "ps", "kill", "info", "devices"):
+        assert command in result.output
+
+
+def test_unknown_command() -> None:
+    result = run("frobnicate")
+    assert_clean_failure(result, 2)
+    assert "No such command" in result.output
+
+
+def test_unknown_option() -> None:
+    result = run("ps", "--frobnicate")
+    assert_clean_failure(result, 2)
+    assert "No such option" in result.output
+
+
+# -- up ----------------------------------------------------------------------------
+def test_up_rejects_bad_settings_before_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[Settings] = []
+    monkeypatch.setattr(llmos.api.server, "serve", served.append)
+    result = run("up", "--slots", "0")
+    assert_clean_failure(result, 2)
+    assert result.stderr == "error: slots must be between 1 and 256\n"
+    result = run("up", "--model", "/nonexistent.gguf")
+    assert_clean_failure(result, 2)
+    assert "model file not found" in result.stderr
+    result = run("up", "--slots", "many")
+    assert_clean_failure(result, 2)
+    assert "--slots" in result.output
+    assert served == []
+
+
+def test_up_builds_settings_and_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served: list[Settings] = []
+    monkeypatch.setattr(llmos.api.server, "serve", served.append)
+    args = ["--port", "0", "--device-url", "http://127.0.0.1:9/v1", "--model-name", "m"]
+    result = run("up", "--home", str(tmp_path), "--slots", "3", "--ctx", "512", *args)
+    assert result.exit_code == 0, result.output
+    (settings,) = served
+    assert settings.home == tmp_path
+    assert (settings.port, settings.slots, settings.ctx) == (0, 3, 512)
+    assert (settings.device_url, settings.model_name) == ("http://127.0.0.1:9/v1", "m")
+    assert settings.model_path is None
+    assert settings.threads >= 1
