@@ -39,6 +39,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # engine calls are not news
     kernel = Kernel(settings, build_devices(settings))
     app = create_app(kernel)
     app.state.on_ready.append(lambda: _announce(kernel, settings))

@@ -62,7 +62,8 @@ class LlamaCppDevice(Device):
         self.api_key = api_key or secrets.token_urlsafe(32)
         self._server: Any = None
         self._http: httpx.AsyncClient | None = None
-        self._pool = ThreadPoolExecutor(max_workers=slots + 2, thread_name_prefix=name)
+        self._pool: ThreadPoolExecutor | None = None
+        self._stops: set[threading.Event] = set()  # one per running generation
 
     # -- lifecycle -----------------------------------------------------------------
     def _load(self) -> Any:
@@ -88,6 +89,7 @@ class LlamaCppDevice(Device):
             self._server = await asyncio.to_thread(self._load)
         except Exception as e:  # foreign error, translated at the boundary
             raise DeviceError(f"cannot load model {self.model_path}: {e}") from e
+        self._pool = ThreadPoolExecutor(max_workers=self.slots + 2, thread_name_prefix=self.name)
         self._http = httpx.AsyncClient(
             base_url=self.listening_address,
             headers={"Authorization": f"Bearer {self.api_key}"},
@@ -105,11 +107,17 @@ class LlamaCppDevice(Device):
         return address if address.startswith("http") else f"http://{address}"
 
     async def close(self) -> None:
+        """Stop running generations at their next token (their iterators then raise
+        DeviceError), wait for the engine threads without blocking the loop, release."""
+        self._server = None
+        for stop in list(self._stops):
+            stop.set()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._server = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     # -- text <-> tokens ----------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +156,7 @@ class LlamaCppDevice(Device):
 
     # -- generation ---------------------------------------------------------------
     async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
-        if self._server is None:
+        if self._server is None or self._pool is None:
             raise DeviceError(f"device {self.name} is not started")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -175,11 +183,14 @@ class LlamaCppDevice(Device):
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         self.in_flight += 1
+        self._stops.add(stop)
         future = loop.run_in_executor(self._pool, run)
         finished = False
         try:
             while not finished:
                 item = await queue.get()
+                if stop.is_set():  # only close() sets it while we listen
+                    raise DeviceError(f"device {self.name} was closed during the generation")
                 if isinstance(item, _Done):
                     if item.error is not None:
                         raise DeviceError(f"engine error: {item.error}") from item.error
@@ -197,4 +208,5 @@ class LlamaCppDevice(Device):
             try:
                 await asyncio.shield(future)
             finally:
+                self._stops.discard(stop)
                 self.in_flight -= 1

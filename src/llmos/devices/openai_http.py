@@ -49,16 +49,31 @@ class OpenAIHttpDevice(Device):
         self.token_ids = False
         self._slots_given = slots
         self._ctx_given = ctx
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeviceError(f"device {self.name} is closed")
 
     async def start(self) -> None:
+        self._check_open()
         try:
             r = await self._http.get(self.v1 + "/models")
+        except httpx.HTTPError as e:
+            reason = str(e) or type(e).__name__
+            raise DeviceError(
+                f"cannot reach OpenAI-compatible server at {self.v1}: {reason}"
+            ) from e
+        if r.status_code in (401, 403):
+            raise DeviceError(f"server at {self.v1} rejected the API key (HTTP {r.status_code})")
+        try:
             r.raise_for_status()
-            models = r.json().get("data") or []
+            listing = r.json()
+            models = (listing.get("data") if isinstance(listing, dict) else None) or []
         except (httpx.HTTPError, ValueError) as e:
-            raise DeviceError(f"cannot reach OpenAI-compatible server at {self.v1}: {e}") from e
+            raise DeviceError(f"{self.v1}/models failed: {e}") from e
         if not self.model:
-            if not models:
+            if not models or not isinstance(models[0], dict) or "id" not in models[0]:
                 raise DeviceError(f"server at {self.v1} lists no models")
             self.model = str(models[0]["id"])
         try:
@@ -76,15 +91,20 @@ class OpenAIHttpDevice(Device):
             props = (await self._http.get(self.root + "/props")).json()
         except (httpx.HTTPError, ValueError):
             return
+        if not isinstance(props, dict):
+            return
         self.slots = int(props.get("total_slots") or self._slots_given)
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
         if n_ctx:
             self.context_length = int(n_ctx)
 
     async def close(self) -> None:
+        self._closed = True
         await self._http.aclose()
 
     async def health(self) -> bool:
+        if self._closed:
+            return False
         for path in (self.root + "/health", self.v1 + "/models"):
             try:
                 if (await self._http.get(path)).status_code == 200:
@@ -93,33 +113,40 @@ class OpenAIHttpDevice(Device):
                 continue
         return False
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, Any], key: str) -> Any:
+        """POST to a llama-server route; return the answer's `key` field."""
+        self._check_open()
         try:
             r = await self._http.post(self.root + path, json=body)
-            data: dict[str, Any] = r.json()
+            data = r.json()
         except (httpx.HTTPError, ValueError) as e:
             raise DeviceError(f"{path} failed on {self.root}: {e}") from e
-        if r.status_code >= 400 and "error" not in data:
-            raise DeviceError(f"{path} failed on {self.root}: HTTP {r.status_code}")
+        if not isinstance(data, dict):
+            raise DeviceError(f"{path} on {self.root} answered HTTP {r.status_code}, not an object")
         raise_for_error(data)
-        return data
+        if r.status_code >= 400 or key not in data:
+            raise DeviceError(f"{path} failed on {self.root}: HTTP {r.status_code}")
+        return data[key]
 
     async def tokenize(self, text: str) -> list[int]:
-        data = await self._post(
-            "/tokenize", {"content": text, "add_special": True, "parse_special": True}
-        )
-        return [int(t) for t in data["tokens"]]
+        body = {"content": text, "add_special": True, "parse_special": True}
+        tokens = await self._post("/tokenize", body, "tokens")
+        try:
+            return [int(t) for t in tokens]
+        except (TypeError, ValueError) as e:
+            raise DeviceError(f"/tokenize on {self.root} answered no token ids") from e
 
     async def detokenize(self, ids: list[int]) -> str:
-        return str((await self._post("/detokenize", {"tokens": ids}))["content"])
+        return str(await self._post("/detokenize", {"tokens": ids}, "content"))
 
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return str((await self._post("/apply-template", {"messages": messages}))["prompt"])
+        return str(await self._post("/apply-template", {"messages": messages}, "prompt"))
 
     def details(self) -> dict[str, Any]:
         return {"url": self.v1, "token_ids": self.token_ids}
 
     async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+        self._check_open()
         if self.token_ids:
             path, body = "/completions", completion_body(snapshot, self.model)
         else:
@@ -130,7 +157,9 @@ class OpenAIHttpDevice(Device):
                 if r.status_code >= 400:
                     raw = await r.aread()
                     with contextlib.suppress(ValueError):
-                        raise_for_error(json.loads(raw))
+                        error = json.loads(raw)
+                        if isinstance(error, dict):
+                            raise_for_error(error)
                     raise DeviceError(f"engine answered HTTP {r.status_code}: {raw[:200]!r}")
                 async for event in self._events(r):
                     yield event
@@ -144,19 +173,41 @@ class OpenAIHttpDevice(Device):
             self.in_flight -= 1
 
     async def _events(self, r: httpx.Response) -> AsyncGenerator[DeviceEvent, None]:
+        # Text mode: OpenAI-style servers send usage in a chunk after the finish_reason
+        # (stream_options.include_usage), so the Finished waits for it or the stream end.
+        pending: Finished | None = None
         async for line in r.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
-                return
-            chunk = json.loads(data)
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError as e:
+                raise DeviceError(f"stream from {self.v1} sent bad JSON: {data[:200]!r}") from e
+            if not isinstance(chunk, dict):
+                raise DeviceError(f"stream from {self.v1} sent a non-object: {data[:200]!r}")
             if self.token_ids:
                 for event in parse_chunk(chunk):
                     yield event
-            else:
-                for event in self._text_events(chunk):
+                continue
+            for event in self._text_events(chunk):
+                if isinstance(event, Finished):
+                    pending = event
+                else:
                     yield event
+            usage = chunk.get("usage")
+            if pending is not None and isinstance(usage, dict):
+                details = usage.get("prompt_tokens_details") or {}
+                yield Finished(
+                    pending.reason,
+                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                    cached_tokens=int(details.get("cached_tokens") or 0),
+                )
+                return
+        if pending is not None:
+            yield pending
 
     def _chat_body(self, snapshot: Snapshot) -> dict[str, Any]:
         p = snapshot.params
