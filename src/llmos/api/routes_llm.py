@@ -25,7 +25,15 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _collect(kernel: Kernel, req: KRequest) -> list[Token]:
+async def _collect(kernel: Kernel, req: KRequest, http: Request) -> list[Token]:
+    """Wait for the whole answer; if the client hangs up first, stop the generation."""
+
+    async def watch() -> None:
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+        kernel.cancel(req, "the client disconnected")
+
+    watcher = asyncio.create_task(watch())
     tokens: list[Token] = []
     try:
         while True:
@@ -35,9 +43,10 @@ async def _collect(kernel: Kernel, req: KRequest) -> list[Token]:
                     raise event.error
                 return tokens
             tokens.extend(event.tokens)
-    except asyncio.CancelledError:
-        kernel.cancel(req)
-        raise
+    finally:
+        watcher.cancel()
+        if not req.state.finished:
+            kernel.cancel(req)
 
 
 async def _stream(
@@ -69,8 +78,9 @@ async def _stream(
 
 
 async def _serve(
-    kernel: Kernel, who: Caller, name: str, args: dict[str, Any], stream: bool, usage: bool
+    http: Request, who: Caller, name: str, args: dict[str, Any], stream: bool, usage: bool
 ) -> Any:
+    kernel = kernel_of(http)
     req: KRequest = await kernel.call(name, who, args)
     render = Renderer(req, req.model)
     if stream:
@@ -80,7 +90,7 @@ async def _serve(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
-        tokens = await _collect(kernel, req)
+        tokens = await _collect(kernel, req, http)
     except LlmosError as e:
         return JSONResponse(e.to_dict(), status_code=e.status)
     return render.response(tokens)
@@ -91,7 +101,7 @@ async def chat_completions(
     body: ChatRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _serve(kernel_of(request), who, "llm.chat", body.kernel_args(), body.stream, usage)
+    return await _serve(request, who, "llm.chat", body.kernel_args(), body.stream, usage)
 
 
 @router.post("/completions")
@@ -99,9 +109,7 @@ async def completions(
     body: CompletionRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _serve(
-        kernel_of(request), who, "llm.complete", body.kernel_args(), body.stream, usage
-    )
+    return await _serve(request, who, "llm.complete", body.kernel_args(), body.stream, usage)
 
 
 def _model(kernel: Kernel, info: dict[str, Any]) -> dict[str, Any]:
