@@ -3,12 +3,14 @@ llmos server on the embedded SmolLM2 model (uvicorn on 127.0.0.1, one per sessio
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +18,10 @@ import pytest_asyncio
 import uvicorn
 
 from llmos.api import create_app
-from llmos.devices import LlamaCppDevice, MockDevice, default_model_path
+from llmos.devices import Device, LlamaCppDevice, MockDevice, OpenAIHttpDevice, default_model_path
 from llmos.kernel import Kernel
 from llmos.params import Settings
+from tests._llama_server import llama_server
 
 ADMIN = "test-admin-token"
 MODEL = "SmolLM2-135M-Instruct"
@@ -57,14 +60,15 @@ class LiveServer:
     url: str
     token: str
     kernel: Kernel
-    device: LlamaCppDevice
+    device: Device
+    direct_chat: Callable[[dict[str, Any]], dict[str, Any]]  # the engine, without llmos
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def _serve_in_thread(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:  # type: ignore[no-untyped-def]
+def _serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -77,18 +81,35 @@ def _serve_in_thread(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     return server, thread
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real kernel on the embedded SmolLM2 model: 4 slots of 1024 tokens."""
+@contextlib.contextmanager
+def _device(kind: str) -> Iterator[tuple[Device, Callable[[dict[str, Any]], dict[str, Any]]]]:
+    """The real SmolLM2 behind either driver: 4 slots of 1024 tokens, 2 threads."""
+    if kind == "embedded":
+        dev = LlamaCppDevice(default_model_path(), slots=4, ctx=1024, threads=2, model=MODEL)
+        yield dev, lambda body: dict(dev.engine.handle_chat_completions(body))
+        return
+    with llama_server(default_model_path(), slots=4, ctx=1024) as url:
+
+        def direct(body: dict[str, Any]) -> dict[str, Any]:
+            return dict(httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json())
+
+        yield OpenAIHttpDevice(url, model=MODEL), direct
+
+
+@pytest.fixture(scope="session", params=["embedded", "http"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A real kernel over HTTP on the real model, through the embedded llama.cpp
+    driver and through the OpenAI-compatible HTTP driver (a llama.cpp server)."""
     home = tmp_path_factory.mktemp("llmos-home")
     settings = Settings(home=home, admin_token=ADMIN, slots=4, ctx=1024, threads=2)
-    device = LlamaCppDevice(default_model_path(), slots=4, ctx=1024, threads=2, model=MODEL)
-    kernel = Kernel(settings, [device])
-    app = create_app(kernel)
-    port = free_port()
-    server, thread = _serve_in_thread(app, port)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", ADMIN, kernel, device)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+    with _device(request.param) as (device, direct):
+        kernel = Kernel(settings, [device])
+        port = free_port()
+        server, thread = _serve_in_thread(create_app(kernel), port)
+        try:
+            yield LiveServer(f"http://127.0.0.1:{port}", ADMIN, kernel, device, direct)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=60)

@@ -17,9 +17,7 @@ HI = [{"role": "user", "content": "Name three colors."}]
 
 
 def test_greedy_output_equals_the_engine_driven_directly(live: LiveServer) -> None:
-    direct = live.device.engine.handle_chat_completions(
-        {"messages": HI, "max_tokens": 24, "temperature": 0, "seed": 7}
-    )
+    direct = live.direct_chat({"messages": HI, "max_tokens": 24, "temperature": 0, "seed": 7})
     r = httpx.post(
         live.url + "/v1/chat/completions",
         headers=live.headers,
@@ -112,7 +110,7 @@ def test_chat_logprobs_stop_and_json_schema(live: LiveServer) -> None:
 
 
 async def test_sixteen_concurrent_requests_never_exceed_four_slots(live: LiveServer) -> None:
-    before = live.kernel.scheduler.dispatched["llamacpp0"]
+    before = live.kernel.scheduler.dispatched[live.device.name]
     async with httpx.AsyncClient(base_url=live.url, headers=live.headers, timeout=120) as c:
 
         async def one(i: int) -> httpx.Response:
@@ -126,7 +124,7 @@ async def test_sixteen_concurrent_requests_never_exceed_four_slots(live: LiveSer
         devices = (await c.get("/v1/sys/devices")).json()["data"][0]
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     assert all(r.json()["choices"][0]["message"]["content"] for r in results)
-    assert live.kernel.scheduler.dispatched["llamacpp0"] - before == 16
+    assert live.kernel.scheduler.dispatched[live.device.name] - before == 16
     assert devices["peak_running"] == 4  # reached, and never more than the slots
     assert live.device.in_flight == 0 and devices["running"] == 0
 
