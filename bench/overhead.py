@@ -119,9 +119,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--probe", type=int, default=24, help="sequential requests (max_tokens 8)")
     args = ap.parse_args()
     if args.quick:
-        args.requests, args.concurrency, args.rounds = 24, 8, 1
+        args.requests, args.concurrency, args.rounds, args.probe = 24, 8, 1, 12
 
     import uvicorn
 
@@ -158,6 +159,12 @@ def main() -> None:
         for _ in range(args.rounds):
             runs["direct"].append(_run_client(direct_url, device.api_key, model, *load))
             runs["llmos"].append(_run_client(llmos_url, token, model, *load))
+        # One request at a time: what llmos adds to a single request, free of batching.
+        probe = (args.probe, 1, 8)
+        solo = {
+            "direct": _run_client(direct_url, device.api_key, model, *probe),
+            "llmos": _run_client(llmos_url, token, model, *probe),
+        }
         peak = kernel.scheduler.peak_running[device.name]
     finally:
         server.should_exit = True
@@ -186,6 +193,14 @@ def main() -> None:
         "llmos_p50_ms": round(m["p50_ms"], 1),
         "added_p50_ms": round(m["p50_ms"] - d["p50_ms"], 1),
         "added_p95_ms": round(m["p95_ms"] - d["p95_ms"], 1),
+        "solo_added_p50_ms": round(
+            1000
+            * (
+                statistics.median(solo["llmos"]["latencies"])
+                - statistics.median(solo["direct"]["latencies"])
+            ),
+            1,
+        ),
         "same_tokens": d["tokens"] == m["tokens"],
         "kernel_peak_running": peak,
     }
@@ -198,6 +213,7 @@ def main() -> None:
         f"ratio llmos/direct      : {result['ratio']:.3f}   "
         f"added p50 {result['added_p50_ms']} ms   added p95 {result['added_p95_ms']} ms"
     )
+    print(f"one request at a time   : llmos adds {result['solo_added_p50_ms']} ms at p50")
     print("RESULT " + json.dumps(result))
 
 

@@ -29,6 +29,14 @@ def test_greedy_output_equals_the_engine_driven_directly(live: LiveServer) -> No
     assert body["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
     assert body["usage"]["prompt_tokens"] == direct["usage"]["prompt_tokens"]
     assert body["usage"]["completion_tokens"] == direct["usage"]["completion_tokens"]
+    again = httpx.post(
+        live.url + "/v1/chat/completions",
+        headers=live.headers,
+        json={"model": MODEL, "messages": HI, "max_tokens": 4, "temperature": 0},
+        timeout=60,
+    ).json()
+    # the engine's prefix cache served the repeated prompt, and llmos reports it
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
 
 
 def test_openai_client_chat_stream_and_completions(live: LiveServer) -> None:

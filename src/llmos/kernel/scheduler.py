@@ -110,6 +110,9 @@ class Scheduler:
                     if event.reason == "length":
                         state = ReqState.FINISHED_LENGTH
                     break
+                if req.snapshot.remaining <= 0:  # a device that overruns max_tokens
+                    state = ReqState.FINISHED_LENGTH
+                    break
                 if req.first_token_at is None:
                     req.first_token_at = time.monotonic()
                 req.snapshot.generated_ids.append(event.id)
@@ -119,9 +122,6 @@ class Scheduler:
                     req.emit(Delta(text, tuple(pending)))
                     pending.clear()
                 if hit:
-                    break
-                if req.snapshot.remaining <= 0:
-                    state = ReqState.FINISHED_LENGTH
                     break
         rest = matcher.flush()
         if rest or pending:
