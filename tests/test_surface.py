@@ -21,6 +21,8 @@ def test_syscall_table() -> None:
         "proc.kill",
         "proc.list",
         "proc.spawn",
+        "sched.get",
+        "sched.set",
         "sys.devices",
         "sys.info",
         "sys.models",
@@ -43,6 +45,15 @@ def test_http_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ("DELETE", "/v1/processes/{pid}"),
         ("GET", "/v1/sys/info"),
         ("GET", "/v1/sys/devices"),
+        ("GET", "/v1/sys/scheduler"),
+        ("PUT", "/v1/sys/scheduler"),
         ("GET", "/healthz"),
         ("GET", "/metrics"),
     }
+
+
+def test_policy_names_match_the_registry() -> None:
+    from llmos.kernel.policies import POLICIES
+    from llmos.params import POLICY_NAMES
+
+    assert sorted(POLICIES) == sorted(POLICY_NAMES)

@@ -62,6 +62,33 @@ class PayloadTooLarge(LlmosError):
     code = "payload_too_large"
 
 
+class Overloaded(LlmosError):
+    """A bounded queue is full, or a process is at its concurrency quota: retry later."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int = 1,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(LlmosError):
+    """A process used up a quota that waiting will not give back (its token budget)."""
+
+    status = 403
+    type = "quota_error"
+    code = "quota_exceeded"
+
+
 class Killed(LlmosError):
     """The request's process was killed; queued and running work fails with this."""
 

@@ -20,6 +20,10 @@ MAX_NAME_LEN = 128
 MAX_PRIORITY = 39  # priorities are 0..39, higher runs earlier (policies decide)
 DEFAULT_PRIORITY = 20
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+MAX_QUEUE = 4096  # waiting requests, all owners; more get 429 + Retry-After
+MAX_QUEUE_PER_OWNER = 1024  # waiting requests of one owner
+POLICY_NAMES = ("fair", "fifo", "mlfq", "priority", "rr", "sjf")  # kernel/policies/
+DEFAULT_QUANTUM = 32  # rr's quantum and mlfq's base quantum, in generated tokens
 
 
 def default_home() -> Path:
@@ -41,6 +45,9 @@ class Settings:
     ctx: int = DEFAULT_CTX
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     policy: str = "fifo"
+    quantum: int = DEFAULT_QUANTUM
+    max_queue: int = MAX_QUEUE
+    max_queue_per_owner: int = MAX_QUEUE_PER_OWNER
     admin_token: str | None = field(default_factory=lambda: os.environ.get("LLMOS_TOKEN"))
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -52,6 +59,17 @@ class Settings:
             raise InvalidRequest("ctx must be between 64 and 1048576 tokens", param="ctx")
         if not 1 <= self.threads <= 256:
             raise InvalidRequest("threads must be between 1 and 256", param="threads")
+        if not 1 <= self.quantum <= 1 << 20:
+            raise InvalidRequest("quantum must be between 1 and 1048576 tokens", param="quantum")
+        if not 1 <= self.max_queue_per_owner <= self.max_queue:
+            raise InvalidRequest(
+                "max_queue_per_owner must be between 1 and max_queue", param="max_queue_per_owner"
+            )
+        if self.policy not in POLICY_NAMES:
+            raise InvalidRequest(
+                f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}",
+                param="policy",
+            )
         if not 0 <= self.port <= 65535:
             raise InvalidRequest("port must be between 0 and 65535", param="port")
         if self.model_path is not None and self.device_url is not None:

@@ -30,10 +30,17 @@ class Snapshot:
     generated_ids: list[int] = field(default_factory=list)
     # Only for devices that cannot take token ids (text mode): the chat itself.
     messages: list[dict[str, Any]] | None = None
+    # Tokens this dispatch may generate before yielding the slot (a quantum); None: all.
+    limit: int | None = None
 
     @property
     def remaining(self) -> int:
         return self.params.max_tokens - len(self.generated_ids)
+
+    @property
+    def budget(self) -> int:
+        """Tokens to ask the device for in this dispatch."""
+        return self.remaining if self.limit is None else min(self.remaining, self.limit)
 
 
 @dataclass(frozen=True)

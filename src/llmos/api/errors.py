@@ -63,10 +63,16 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
     )
 
 
+def error_response(exc: LlmosError) -> JSONResponse:
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LlmosError)
     async def _llmos(_: Request, exc: LlmosError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

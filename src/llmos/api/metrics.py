@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from llmos.kernel import Kernel, Request
@@ -20,7 +20,7 @@ class _Live(Collector):
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self.kernel.scheduler
         running = GaugeMetricFamily(
             "llmos:num_requests_running", "Requests holding a slot.", labels=["device"]
@@ -38,6 +38,22 @@ class _Live(Collector):
         yield slots
         yield GaugeMetricFamily(
             "llmos:num_requests_waiting", "Requests on the run queue.", value=s.num_waiting()
+        )
+        yield CounterMetricFamily(
+            "llmos:num_preemptions",
+            "Running requests preempted so that others could run.",
+            value=s.stats.preemptions,
+        )
+        yield CounterMetricFamily(
+            "llmos:num_resumes",
+            "Dispatches of requests that had run before.",
+            value=s.stats.resumes,
+        )
+        hit = s.stats.cache_hit
+        yield GaugeMetricFamily(
+            "llmos:resume_cache_hit_ratio",
+            "Fraction of snapshot tokens the prefix cache served on resume.",
+            value=hit if hit is not None else float("nan"),
         )
         procs = self.kernel.procs.list()
         yield GaugeMetricFamily(

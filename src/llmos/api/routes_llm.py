@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from llmos.api.auth import caller, kernel_of
+from llmos.api.errors import error_response
 from llmos.api.openai_format import Renderer
 from llmos.api.schemas import ChatRequest, CompletionRequest
 from llmos.errors import LlmosError
@@ -92,7 +93,7 @@ async def _serve(
     try:
         tokens = await _collect(kernel, req, http)
     except LlmosError as e:
-        return JSONResponse(e.to_dict(), status_code=e.status)
+        return error_response(e)
     return render.response(tokens)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from llmos.api.auth import caller, kernel_of
-from llmos.api.schemas import SpawnRequest
+from llmos.api.schemas import SchedulerUpdate, SpawnRequest
 from llmos.kernel import Caller
 
 router = APIRouter(prefix="/v1")
@@ -21,9 +21,7 @@ async def list_processes(request: Request, who: Caller = Depends(caller)) -> Any
 
 @router.post("/processes", status_code=201)
 async def spawn(body: SpawnRequest, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call(
-        "proc.spawn", who, {"name": body.name, "priority": body.priority}
-    )
+    return await kernel_of(request).call("proc.spawn", who, body.model_dump())
 
 
 @router.get("/processes/{pid}")
@@ -44,3 +42,15 @@ async def sys_info(request: Request, who: Caller = Depends(caller)) -> Any:
 @router.get("/sys/devices")
 async def sys_devices(request: Request, who: Caller = Depends(caller)) -> Any:
     return {"object": "list", "data": await kernel_of(request).call("sys.devices", who)}
+
+
+@router.get("/sys/scheduler")
+async def get_scheduler(request: Request, who: Caller = Depends(caller)) -> Any:
+    return await kernel_of(request).call("sched.get", who)
+
+
+@router.put("/sys/scheduler")
+async def set_scheduler(
+    body: SchedulerUpdate, request: Request, who: Caller = Depends(caller)
+) -> Any:
+    return await kernel_of(request).call("sched.set", who, body.model_dump(exclude_none=True))

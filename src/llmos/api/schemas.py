@@ -101,3 +101,19 @@ class SpawnRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="process", min_length=1, max_length=MAX_NAME_LEN)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    token_budget: int | None = Field(default=None, ge=1)
+
+
+class SchedulerUpdate(BaseModel):
+    """Switch policy or knobs at run time (admin)."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str | None = None
+    quantum: int | None = Field(default=None, ge=1, le=1 << 20)
+    aging_s: float | None = Field(default=None, gt=0, le=86400)
+    mlfq_levels: int | None = Field(default=None, ge=1, le=8)
+    mlfq_boost_s: float | None = Field(default=None, gt=0, le=86400)
+    preempt_margin: int | None = Field(default=None, ge=0, le=39)
+    sjf_aging_tokens_per_s: float | None = Field(default=None, ge=0)
+    weights: dict[str, float] | None = None

@@ -15,7 +15,7 @@ def completion_body(snapshot: Snapshot, model: str | None = None) -> dict[str, A
     p = snapshot.params
     body: dict[str, Any] = {
         "prompt": snapshot.prompt_ids + snapshot.generated_ids,
-        "max_tokens": snapshot.remaining,
+        "max_tokens": snapshot.budget,
         "temperature": p.temperature,
         "top_p": p.top_p,
         "stream": True,

@@ -26,6 +26,11 @@ class Device(abc.ABC):
         self.context_length = context_length
         self.in_flight = 0
 
+    @property
+    def resumable(self) -> bool:
+        """Can a generation resume from a snapshot of token ids (a context switch)?"""
+        return True
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load or connect. Raise DeviceError with a clear message on failure."""
 

@@ -36,6 +36,7 @@ class MockDevice(Device):
         self.max_in_flight = 0
         self.started_prompts: list[list[int]] = []
         self.healthy = True
+        self._recent: list[list[int]] = []
 
     async def health(self) -> bool:
         return self.healthy
@@ -54,22 +55,37 @@ class MockDevice(Device):
     def next_id(context: list[int]) -> int:
         return ord(_ALPHABET[(sum(context) * 31 + len(context)) % len(_ALPHABET)])
 
+    def _cached(self, context: list[int]) -> int:
+        """Longest prefix shared with a recent generation (a stand-in prefix cache)."""
+        best = 0
+        for seen in self._recent:
+            n = 0
+            for a, b in zip(seen, context, strict=False):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        return min(best, max(0, len(context) - 1))
+
     async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
         context = snapshot.prompt_ids + snapshot.generated_ids
+        start = len(context)
+        cached = self._cached(context)
         self.started_prompts.append(list(context))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            for _ in range(snapshot.remaining):
-                if self.eos_after is not None and len(context) - len(snapshot.prompt_ids) >= (
-                    self.eos_after
-                ):
-                    yield Finished("stop", prompt_tokens=len(snapshot.prompt_ids))
+            for _ in range(snapshot.budget):
+                generated = len(context) - len(snapshot.prompt_ids)
+                if self.eos_after is not None and generated >= self.eos_after:
+                    yield Finished("stop", prompt_tokens=start, cached_tokens=cached)
                     return
                 await asyncio.sleep(self.token_delay)
                 tid = self.next_id(context)
                 context.append(tid)
                 yield Token(id=tid, text=chr(tid), piece=chr(tid), logprob=-0.5)
-            yield Finished("length", prompt_tokens=len(snapshot.prompt_ids))
+            yield Finished("length", prompt_tokens=start, cached_tokens=cached)
         finally:
+            self._recent.append(context)
+            del self._recent[:-64]
             self.in_flight -= 1

@@ -55,6 +55,10 @@ class OpenAIHttpDevice(Device):
         if self._closed:
             raise DeviceError(f"device {self.name} is closed")
 
+    @property
+    def resumable(self) -> bool:
+        return self.token_ids
+
     async def start(self) -> None:
         self._check_open()
         try:
@@ -214,7 +218,7 @@ class OpenAIHttpDevice(Device):
         body: dict[str, Any] = {
             "model": self.model,
             "messages": snapshot.messages or [],
-            "max_tokens": snapshot.remaining,
+            "max_tokens": snapshot.budget,
             "temperature": p.temperature,
             "top_p": p.top_p,
             "stream": True,

@@ -6,6 +6,7 @@ Every front end enters through `Kernel.call(name, caller, args)`, the syscall ta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -16,12 +17,16 @@ from typing import Any
 from llmos.devices.base import Device
 from llmos.errors import Forbidden, InvalidRequest, Killed, NotFound
 from llmos.kernel import prompts
+from llmos.kernel.admission import Admission
+from llmos.kernel.policies import SchedConfig
+from llmos.kernel.predictor import OutputPredictor
 from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.kernel.request import Request
-from llmos.kernel.scheduler import Scheduler
+from llmos.kernel.scheduler import Hooks, Scheduler
+from llmos.kernel.stops import StopMatcher
 from llmos.kernel.store import Store
 from llmos.kernel.tokens import Caller, TokenStore
-from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, Settings
+from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, POLICY_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,14 @@ class Kernel:
         self.procs = ProcessTable()
         for proc in self.store.load_processes():
             self.procs.restore(proc)
-        self.scheduler = Scheduler(devices, settings.policy, self._on_start, self._on_finish)
+        self.predictor = OutputPredictor()
+        self.sched_config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
+        hooks = Hooks(self._on_start, self._on_yield, self._on_finish)
+        self.scheduler = Scheduler(devices, settings.policy, self.sched_config, hooks)
+        self.admission = Admission(
+            settings.max_queue, settings.max_queue_per_owner, sum(d.slots for d in devices)
+        )
+        self._background: set[asyncio.Task[None]] = set()
         self.live: dict[int, set[Request]] = {}  # pid -> its unfinished requests
         self.listeners: list[Listener] = []  # told of every finished request
         self.started_at = time.time()
@@ -49,6 +61,8 @@ class Kernel:
     async def start(self) -> None:
         await asyncio.gather(*(d.start() for d in self.devices))
         self._ensure_admin()
+        rows = self.store.telemetry_since(5000)
+        await asyncio.to_thread(self.predictor.bootstrap, rows)
 
     def _ensure_admin(self) -> None:
         """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
@@ -71,6 +85,8 @@ class Kernel:
         return self.settings.home / "admin-token"
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         for req in self.scheduler.waiting():
             self.scheduler.cancel(req, Killed("the kernel is shutting down"))
         await self.scheduler.drain()
@@ -101,14 +117,31 @@ class Kernel:
         )
 
     # -- processes -----------------------------------------------------------------
-    def spawn(self, caller: Caller, name: str, priority: int) -> tuple[Process, str]:
+    def spawn(
+        self,
+        caller: Caller,
+        name: str,
+        priority: int,
+        max_concurrent: int | None = None,
+        token_budget: int | None = None,
+    ) -> tuple[Process, str]:
         if caller.role == "process":
             raise Forbidden("a process token cannot spawn processes", param="authorization")
         if not name or len(name) > MAX_NAME_LEN:
             raise InvalidRequest(f"name must be 1..{MAX_NAME_LEN} characters", param="name")
         if not 0 <= priority <= MAX_PRIORITY:
             raise InvalidRequest(f"priority must be 0..{MAX_PRIORITY}", param="priority")
-        proc = self.procs.add(name, caller.owner, priority)
+        if max_concurrent is not None and max_concurrent < 1:
+            raise InvalidRequest("max_concurrent must be at least 1", param="max_concurrent")
+        if token_budget is not None and token_budget < 1:
+            raise InvalidRequest("token_budget must be at least 1", param="token_budget")
+        proc = self.procs.add(
+            name,
+            caller.owner,
+            priority,
+            max_concurrent=max_concurrent,
+            token_budget=token_budget,
+        )
         self.store.save_process(proc)
         token, _ = self.tokens.issue(caller.owner, "process", proc.pid)
         return proc, token
@@ -165,6 +198,7 @@ class Kernel:
         build = prompts.chat_snapshot if kind == "chat" else prompts.completion_snapshot
         snapshot, text = await build(dev, args)
         proc = self.process_of(caller)  # after validation: bad input creates nothing
+        self.admission.admit(proc, len(snapshot.prompt_ids))
         req = Request(
             pid=proc.pid,
             owner=proc.owner,
@@ -173,10 +207,14 @@ class Kernel:
             snapshot=snapshot,
             prompt_text=text,
             priority=proc.priority,
+            session=str(proc.pid),
+            matcher=StopMatcher(snapshot.params.stop),
         )
+        req.features = self.predictor.features_of(req)
         proc.requests += 1
         proc.waiting += 1
         proc.settle()
+        self.admission.queued(req)
         self.live.setdefault(proc.pid, set()).add(req)
         self.scheduler.submit(req)
         return req
@@ -184,29 +222,82 @@ class Kernel:
     def cancel(self, req: Request, reason: str = "the client went away") -> None:
         self.scheduler.cancel(req, Killed(reason))
 
+    # -- the scheduler's hooks: every transition of a request, accounted once --------
     def _on_start(self, req: Request) -> None:
         proc = self.procs.get(req.pid)
         proc.waiting -= 1
         proc.running += 1
         proc.settle()
+        self.admission.dequeued(req)
 
-    def _on_finish(self, req: Request) -> None:
+    def _on_yield(self, req: Request, counted: bool) -> None:
         proc = self.procs.get(req.pid)
-        if req.started_at is not None:
+        proc.running -= 1
+        proc.waiting += 1
+        proc.preemptions += counted
+        proc.settle()
+        self.admission.queued(req)
+
+    def _on_finish(self, req: Request, was_running: bool) -> None:
+        proc = self.procs.get(req.pid)
+        if was_running:
             proc.running -= 1
         else:
             proc.waiting -= 1
-        proc.tokens_in += req.prompt_tokens
+            self.admission.dequeued(req)
+        if req.dispatches:
+            proc.tokens_in += req.prompt_tokens
         proc.tokens_out += req.output_tokens
         proc.settle()
         self.live.get(req.pid, set()).discard(req)
         self.store.save_process(proc)
         self.store.add_telemetry(telemetry_row(req))
+        if req.started_at is not None and req.finished_at is not None:
+            self.admission.served(req.finished_at - req.started_at)
+        if req.finish_reason in ("stop", "length"):
+            self.predictor.observe_request(req)
+            if self.predictor.due():
+                task = asyncio.get_running_loop().create_task(self.predictor.maybe_retrain())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         for listener in self.listeners:
             try:
                 listener(req)
             except Exception:  # a broken observer must not break accounting
                 log.exception("telemetry listener failed")
+
+    def sched_info(self) -> dict[str, Any]:
+        s = self.scheduler
+        c = self.sched_config
+        return {
+            "policy": s.policy_name,
+            "policies": list(POLICY_NAMES),
+            "quantum": c.quantum,
+            "aging_s": c.aging_s,
+            "mlfq_levels": c.mlfq_levels,
+            "mlfq_boost_s": c.mlfq_boost_s,
+            "weights": dict(c.fair_weights),
+            "preemptions": s.stats.preemptions,
+            "resumes": s.stats.resumes,
+            "resume_cache_hit": s.stats.cache_hit,
+            "decision_us": (s.decision_ns / s.decisions / 1000) if s.decisions else None,
+            "predictor": {
+                "rows": len(self.predictor.rows),
+                "trained_on": self.predictor.trained_on,
+                "model": type(self.predictor.model).__name__ if self.predictor.model else None,
+            },
+            "max_queue": self.admission.max_queue,
+            "max_queue_per_owner": self.admission.max_queue_per_owner,
+            "waiting": self.admission.waiting,
+        }
+
+    def set_policy(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Switch policy (and knobs) at run time; waiting requests move over."""
+        config = dataclasses.replace(self.sched_config, **changes)
+        config.validate()
+        self.scheduler.set_policy(name, config)
+        self.sched_config = config
+        return self.sched_info()
 
     def info(self) -> dict[str, Any]:
         procs = self.procs.list()
@@ -259,6 +350,8 @@ def telemetry_row(req: Request) -> dict[str, Any]:
         "total_s": end - req.created_at,
         "finish_reason": req.finish_reason or "unknown",
         "created_at": req.created_wall,
+        "preemptions": req.preemptions,
+        "session": req.session,
     }
 
 

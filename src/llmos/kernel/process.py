@@ -48,8 +48,11 @@ class Process:
     tokens_out: int = 0
     requests: int = 0
     implicit: bool = False  # created for a token that named no process
-    waiting: int = 0  # requests on the run queue
+    waiting: int = 0  # requests on the run queue (new or preempted)
     running: int = 0  # requests holding a slot
+    preemptions: int = 0  # times one of its requests lost a slot to another
+    max_concurrent: int | None = None  # quota: requests waiting + running at once
+    token_budget: int | None = None  # quota: tokens in + out over its life
 
     def move(self, new: ProcState) -> None:
         if new == self.state:
@@ -88,6 +91,9 @@ class Process:
             "requests": self.requests,
             "waiting": self.waiting,
             "running": self.running,
+            "preemptions": self.preemptions,
+            "max_concurrent": self.max_concurrent,
+            "token_budget": self.token_budget,
             "implicit": self.implicit,
         }
 
@@ -99,9 +105,24 @@ class ProcessTable:
         self._procs: dict[int, Process] = {}
         self._next_pid = next_pid
 
-    def add(self, name: str, owner: str, priority: int, *, implicit: bool = False) -> Process:
+    def add(
+        self,
+        name: str,
+        owner: str,
+        priority: int,
+        *,
+        implicit: bool = False,
+        max_concurrent: int | None = None,
+        token_budget: int | None = None,
+    ) -> Process:
         proc = Process(
-            pid=self._next_pid, name=name, owner=owner, priority=priority, implicit=implicit
+            pid=self._next_pid,
+            name=name,
+            owner=owner,
+            priority=priority,
+            implicit=implicit,
+            max_concurrent=max_concurrent,
+            token_budget=token_budget,
         )
         self._procs[proc.pid] = proc
         self._next_pid += 1

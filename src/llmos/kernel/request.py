@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from llmos.errors import LlmosError
+from llmos.kernel.stops import StopMatcher
 from llmos.types import Snapshot, Token
 
 
@@ -78,6 +79,19 @@ class Request:
     text: str = ""
     error: LlmosError | None = None
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    # -- context switching (scheduler) --
+    session: str = ""  # groups a process's requests (the predictor's feature)
+    enqueued_at: float = field(default_factory=time.monotonic)  # last put on the run queue
+    dispatches: int = 0  # times given a slot; > 1 means it was resumed
+    preemptions: int = 0  # times it lost its slot unfinished while others waited
+    segment_tokens: int = 0  # tokens generated in the current dispatch
+    preempt_requested: bool = False  # leave the slot at the next clean token boundary
+    matcher: StopMatcher | None = None  # stop-string state survives preemptions
+    pending: list[Token] = field(default_factory=list)  # tokens whose text is held back
+    # -- policy scratch (each field owned by one policy) --
+    level: int = 0  # mlfq
+    predicted_tokens: float | None = None  # sjf
+    features: tuple[float, ...] | None = None  # the predictor's view at submission
 
     @property
     def prompt_tokens(self) -> int:

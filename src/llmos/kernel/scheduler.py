@@ -4,8 +4,11 @@ Invariants:
 - every RUNNING request holds exactly one slot of exactly one device;
 - a device never holds more requests than it has slots (`running[dev] <= dev.slots`);
 - a request leaves its slot only when the device's generation has closed, so the
-  next one dispatched there never waits inside the engine.
-The policy decides order (push/pop) and victims; everything else is written once here.
+  next one dispatched there never waits inside the engine;
+- a context switch happens only at a token boundary: the snapshot (prompt ids +
+  generated ids + sampling parameters) resumes on any slot of a device serving the
+  same model, so with greedy sampling the output is the same as without the switch.
+The policy decides order (push/pop), quanta and victims; the rest is written once here.
 """
 
 from __future__ import annotations
@@ -15,31 +18,54 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from llmos.devices.base import Device
 from llmos.errors import DeviceError, Killed, LlmosError
-from llmos.kernel.policies import Policy, make_policy
+from llmos.kernel.policies import Policy, SchedConfig, make_policy
 from llmos.kernel.request import Delta, ReqState, Request
-from llmos.kernel.stops import StopMatcher
 from llmos.types import Token
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[Request], None]
+
+@dataclass
+class Hooks:
+    """The kernel's accounting, told of every transition."""
+
+    on_start: Callable[[Request], None]  # waiting -> running
+    on_yield: Callable[[Request, bool], None]  # running -> waiting (counted preemption?)
+    on_finish: Callable[[Request, bool], None]  # -> finished (was it holding a slot?)
+
+
+@dataclass
+class SwitchStats:
+    preemptions: int = 0  # slots taken from unfinished requests while others waited
+    resumes: int = 0  # dispatches of a request that had run before
+    resume_tokens: int = 0  # snapshot tokens sent on resumes whose timings came back
+    resume_cached: int = 0  # ... of which the engine's prefix cache served
+
+    @property
+    def cache_hit(self) -> float | None:
+        return self.resume_cached / self.resume_tokens if self.resume_tokens else None
 
 
 class Scheduler:
-    def __init__(self, devices: list[Device], policy: str, on_start: Hook, on_finish: Hook):
+    def __init__(self, devices: list[Device], policy: str, config: SchedConfig, hooks: Hooks):
         self.devices = devices
+        self.config = config
+        self.hooks = hooks
         self.policy_name = policy
-        self._queues: dict[str, Policy] = {d.model: make_policy(policy) for d in devices}
+        self._queues: dict[str, Policy] = {d.model: make_policy(policy, config) for d in devices}
         self.running: dict[str, set[Request]] = {d.name: set() for d in devices}
         self.peak_running: dict[str, int] = {d.name: 0 for d in devices}
         self.dispatched: dict[str, int] = {d.name: 0 for d in devices}
+        self.stats = SwitchStats()
         self._tasks: dict[Request, asyncio.Task[ReqState]] = {}
         self._abort: dict[Request, LlmosError] = {}
-        self._on_start = on_start
-        self._on_finish = on_finish
+        self._preempting: set[Request] = set()  # cancelled before their first token
+        self.decisions = 0  # schedule() passes that dispatched or preempted
+        self.decision_ns = 0  # time spent in them
 
     # -- queries -------------------------------------------------------------------
     def queue(self, model: str) -> Policy:
@@ -56,96 +82,183 @@ class Scheduler:
 
     # -- verbs ---------------------------------------------------------------------
     def submit(self, req: Request) -> None:
+        req.enqueued_at = time.monotonic()
         self._queues[req.model].push(req)
+        self.schedule()
+
+    def set_policy(self, name: str, config: SchedConfig) -> None:
+        """Switch policy at run time; waiting requests move over in their old order."""
+        fresh = {model: make_policy(name, config) for model in self._queues}
+        for model, old in self._queues.items():
+            while (req := old.pop()) is not None:
+                fresh[model].push(req)
+        self._queues, self.policy_name, self.config = fresh, name, config
         self.schedule()
 
     def cancel(self, req: Request, error: LlmosError) -> None:
         """Fail a waiting request now; stop a running one at its next token."""
         if req.state.finished:
             return
-        if self._queues[req.model].remove(req):
+        queue = self._queues[req.model]
+        if queue.remove(req):
+            queue.on_finish(req, False)
             req.finish(ReqState.FINISHED_ABORTED, error)
-            self._on_finish(req)
+            self.hooks.on_finish(req, False)
             return
         task = self._tasks.get(req)
         if task is not None:
             self._abort[req] = error
             task.cancel()
 
+    def preempt(self, req: Request) -> bool:
+        """Take the slot from a running request at its next clean token boundary."""
+        task = self._tasks.get(req)
+        if task is None or req.preempt_requested:
+            return False
+        req.preempt_requested = True
+        if req.segment_tokens == 0:  # still reading its prompt: no token to wait for
+            self._preempting.add(req)
+            task.cancel()
+        return True
+
     def schedule(self) -> None:
-        """Fill every free slot from its model's queue, in policy order."""
+        """Fill every free slot in policy order; then let the policy pick victims."""
+        t0 = time.perf_counter_ns()
+        acted = False
         for dev in self.devices:
             queue = self._queues[dev.model]
             running = self.running[dev.name]
-            while len(running) < dev.slots:
-                req = queue.pop()
-                if req is None:
-                    break
+            while len(running) < dev.slots and (req := queue.pop()) is not None:
                 self._dispatch(req, dev)
+                acted = True
+            head = queue.peek()
+            if head is not None and len(running) >= dev.slots:
+                candidates = [
+                    r for r in running if not r.preempt_requested and self._switchable(r, dev)
+                ]
+                victim = queue.choose_victim(candidates, head) if candidates else None
+                if victim is not None:
+                    acted = self.preempt(victim) or acted
+        if acted:
+            self.decisions += 1
+            self.decision_ns += time.perf_counter_ns() - t0
 
     # -- mechanism -----------------------------------------------------------------
+    @staticmethod
+    def _switchable(req: Request, dev: Device) -> bool:
+        """Can this request leave its slot and resume exactly? Not on a device that
+        cannot take token ids, nor under a grammar (llama.cpp restarts it on resume)."""
+        return dev.resumable and req.snapshot.params.json_schema is None
+
     def _dispatch(self, req: Request, dev: Device) -> None:
         running = self.running[dev.name]
         running.add(req)
         self.peak_running[dev.name] = max(self.peak_running[dev.name], len(running))
         self.dispatched[dev.name] += 1
+        queue = self._queues[dev.model]
+        req.snapshot.limit = queue.quantum(req) if self._switchable(req, dev) else None
         req.state = ReqState.RUNNING
         req.device = dev.name
+        req.dispatches += 1
+        req.segment_tokens = 0
+        req.preempt_requested = False
         req.started_at = req.started_at or time.monotonic()
-        self._on_start(req)
-        task = asyncio.get_running_loop().create_task(self._run(req, dev), name=req.id)
+        if req.dispatches > 1:
+            self.stats.resumes += 1
+        queue.on_dispatch(req)
+        self.hooks.on_start(req)
+        task = asyncio.get_running_loop().create_task(self._run(req, dev, queue), name=req.id)
         self._tasks[req] = task
         task.add_done_callback(lambda t: self._release(req, dev, t))
 
-    async def _run(self, req: Request, dev: Device) -> ReqState:
-        """Decode until the device finishes, a stop string hits, or we are cancelled.
-        Returns the final state; `_release` records it once the slot is free."""
-        matcher = StopMatcher(req.snapshot.params.stop)
-        pending: list[Token] = []
-        state = ReqState.FINISHED_STOPPED
+    async def _run(self, req: Request, dev: Device, queue: Policy) -> ReqState:
+        """Decode until the device finishes, a stop string hits, the quantum expires,
+        or a preemption is asked for. Returns the outcome; `_release` records it."""
+        assert req.matcher is not None
+        resumed_from = len(req.snapshot.prompt_ids) + len(req.snapshot.generated_ids)
         async with aclosing(dev.generate(req.snapshot)) as events:
             async for event in events:
                 if not isinstance(event, Token):
-                    req.cached_tokens = event.cached_tokens
-                    if event.reason == "length":
-                        state = ReqState.FINISHED_LENGTH
-                    break
+                    if req.dispatches > 1 and event.prompt_tokens:
+                        self.stats.resume_tokens += resumed_from
+                        self.stats.resume_cached += event.cached_tokens
+                    if req.dispatches == 1:
+                        req.cached_tokens = event.cached_tokens
+                    if event.reason != "length":
+                        return self._flush(req, ReqState.FINISHED_STOPPED)
+                    if req.snapshot.remaining > 0:  # only the quantum ran out
+                        return ReqState.PREEMPTED
+                    return self._flush(req, ReqState.FINISHED_LENGTH)
                 if req.snapshot.remaining <= 0:  # a device that overruns max_tokens
-                    state = ReqState.FINISHED_LENGTH
-                    break
+                    return self._flush(req, ReqState.FINISHED_LENGTH)
                 if req.first_token_at is None:
                     req.first_token_at = time.monotonic()
                 req.snapshot.generated_ids.append(event.id)
-                pending.append(event)
-                text, hit = matcher.feed(event.text)
+                req.segment_tokens += 1
+                queue.on_token(req)
+                req.pending.append(event)
+                text, hit = req.matcher.feed(event.text)
                 if text or hit:
-                    req.emit(Delta(text, tuple(pending)))
-                    pending.clear()
+                    req.emit(Delta(text, tuple(req.pending)))
+                    req.pending.clear()
                 if hit:
-                    break
-        rest = matcher.flush()
-        if rest or pending:
-            req.emit(Delta(rest, tuple(pending)))
+                    return ReqState.FINISHED_STOPPED
+                if req.preempt_requested and event.text:  # a clean boundary: no partial char
+                    return ReqState.PREEMPTED
+        return self._flush(req, ReqState.FINISHED_STOPPED)
+
+    @staticmethod
+    def _flush(req: Request, state: ReqState) -> ReqState:
+        """Release text held back for stop strings, at the true end of a request."""
+        assert req.matcher is not None
+        rest = req.matcher.flush()
+        if rest or req.pending:
+            req.emit(Delta(rest, tuple(req.pending)))
+            req.pending.clear()
         return state
 
     def _release(self, req: Request, dev: Device, task: asyncio.Task[ReqState]) -> None:
-        """Done-callback of every dispatched task: free the slot, then finish and
-        account the request (so a client that sees the end sees it accounted),
-        then refill the slot."""
+        """Done-callback of every dispatched task: free the slot, then requeue, or
+        finish and account the request (so a client that sees the end sees it
+        accounted), then refill the slot."""
         self.running[dev.name].discard(req)
         self._tasks.pop(req, None)
         abort = self._abort.pop(req, None)
-        if task.cancelled():
-            req.finish(ReqState.FINISHED_ABORTED, abort or Killed("request was cancelled"))
+        preempting = req in self._preempting
+        self._preempting.discard(req)
+        queue = self._queues[req.model]
+        if task.cancelled() and abort is None and preempting:
+            self._requeue(req, queue, expired=False)
+        elif task.cancelled():
+            self._end(req, queue, ReqState.FINISHED_ABORTED, abort or Killed("request cancelled"))
         elif (exc := task.exception()) is not None:
             if not isinstance(exc, LlmosError):
                 log.error("device %s failed on %s", dev.name, req.id, exc_info=exc)
                 exc = DeviceError(f"device {dev.name} failed: {exc}")
-            req.finish(ReqState.FINISHED_ERROR, exc)
+            self._end(req, queue, ReqState.FINISHED_ERROR, exc)
+        elif (outcome := task.result()) == ReqState.PREEMPTED:
+            self._requeue(req, queue, expired=not req.preempt_requested)
         else:
-            req.finish(task.result())
-        self._on_finish(req)
+            self._end(req, queue, outcome, None)
         self.schedule()
+
+    def _requeue(self, req: Request, queue: Policy, expired: bool) -> None:
+        """Back on the run queue as PREEMPTED; counted when others were waiting."""
+        counted = not expired or len(queue) > 0
+        if counted:
+            req.preemptions += 1
+            self.stats.preemptions += 1
+        req.state = ReqState.PREEMPTED
+        req.preempt_requested = False
+        req.enqueued_at = time.monotonic()
+        queue.on_yield(req, expired)
+        queue.push(req)
+        self.hooks.on_yield(req, counted)
+
+    def _end(self, req: Request, queue: Policy, state: ReqState, error: LlmosError | None) -> None:
+        queue.on_finish(req, True)
+        req.finish(state, error)
+        self.hooks.on_finish(req, True)
 
     async def drain(self) -> None:
         """Cancel everything running (shutdown)."""

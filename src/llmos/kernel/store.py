@@ -21,7 +21,10 @@ CREATE TABLE IF NOT EXISTS processes (
     finished_at REAL,
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
-    requests INTEGER NOT NULL DEFAULT 0
+    requests INTEGER NOT NULL DEFAULT 0,
+    preemptions INTEGER NOT NULL DEFAULT 0,
+    max_concurrent INTEGER,
+    token_budget INTEGER
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -51,7 +54,9 @@ CREATE TABLE IF NOT EXISTS telemetry (
     ttft_s REAL,
     total_s REAL NOT NULL,
     finish_reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    preemptions INTEGER NOT NULL DEFAULT 0,
+    session TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS telemetry_owner ON telemetry(owner, created_at);
 """
@@ -73,6 +78,17 @@ TELEMETRY_COLUMNS = (
     "total_s",
     "finish_reason",
     "created_at",
+    "preemptions",
+    "session",
+)
+
+# Columns added after the first release: (table, column, declaration).
+MIGRATIONS = (
+    ("processes", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
+    ("processes", "max_concurrent", "INTEGER"),
+    ("processes", "token_budget", "INTEGER"),
+    ("telemetry", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
+    ("telemetry", "session", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -86,6 +102,10 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        for table, column, decl in MIGRATIONS:
+            have = {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self.db.close()
@@ -94,8 +114,8 @@ class Store:
     def save_process(self, p: Process) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO processes (pid, name, owner, priority, state, implicit,"
-            " created_at, finished_at, tokens_in, tokens_out, requests)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " created_at, finished_at, tokens_in, tokens_out, requests, preemptions,"
+            " max_concurrent, token_budget) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 p.pid,
                 p.name,
@@ -108,6 +128,9 @@ class Store:
                 p.tokens_in,
                 p.tokens_out,
                 p.requests,
+                p.preemptions,
+                p.max_concurrent,
+                p.token_budget,
             ),
         )
 
@@ -129,6 +152,9 @@ class Store:
                     tokens_out=r["tokens_out"],
                     requests=r["requests"],
                     implicit=bool(r["implicit"]),
+                    preemptions=r["preemptions"],
+                    max_concurrent=r["max_concurrent"],
+                    token_budget=r["token_budget"],
                 )
             )
         return out
@@ -163,6 +189,12 @@ class Store:
         self.db.execute(
             f"INSERT INTO telemetry ({', '.join(TELEMETRY_COLUMNS)}) VALUES ({marks})", values
         )
+
+    def telemetry_since(self, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest `limit` rows, oldest first (for replaying into a model)."""
+        rows = self.telemetry(limit)
+        rows.reverse()
+        return rows
 
     def telemetry(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -27,6 +27,7 @@ class Syscall:
 
 ALL = frozenset({"admin", "user", "process"})
 HUMANS = frozenset({"admin", "user"})
+ADMINS = frozenset({"admin"})
 
 
 def _int(args: dict[str, Any], key: str, default: int | None = None) -> int:
@@ -34,6 +35,49 @@ def _int(args: dict[str, Any], key: str, default: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest(f"{key} must be an integer", param=key)
     return value
+
+
+def _opt_int(args: dict[str, Any], key: str) -> int | None:
+    return None if args.get(key) is None else _int(args, key)
+
+
+SCHED_KNOBS = {
+    "quantum": int,
+    "aging_s": float,
+    "mlfq_levels": int,
+    "mlfq_boost_s": float,
+    "preempt_margin": int,
+    "sjf_aging_tokens_per_s": float,
+}
+
+
+async def _sched_get(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.sched_info()
+
+
+async def _sched_set(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    name = a.get("policy", k.scheduler.policy_name)
+    if not isinstance(name, str):
+        raise InvalidRequest("policy must be a string", param="policy")
+    changes: dict[str, Any] = {}
+    for key, kind in SCHED_KNOBS.items():
+        value = a.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"{key} must be a number", param=key)
+        if kind is int and not isinstance(value, int):
+            raise InvalidRequest(f"{key} must be an integer", param=key)
+        changes[key] = kind(value)
+    weights = a.get("weights")
+    if weights is not None:
+        if not isinstance(weights, dict) or not all(
+            isinstance(o, str) and isinstance(w, int | float) and not isinstance(w, bool)
+            for o, w in weights.items()
+        ):
+            raise InvalidRequest("weights must map owner names to numbers", param="weights")
+        changes["fair_weights"] = {o: float(w) for o, w in weights.items()}
+    return k.set_policy(name, changes)
 
 
 async def _llm_chat(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
@@ -48,7 +92,13 @@ async def _proc_spawn(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     name = a.get("name", "process")
     if not isinstance(name, str):
         raise InvalidRequest("name must be a string", param="name")
-    proc, token = k.spawn(c, name, _int(a, "priority", DEFAULT_PRIORITY))
+    proc, token = k.spawn(
+        c,
+        name,
+        _int(a, "priority", DEFAULT_PRIORITY),
+        max_concurrent=_opt_int(a, "max_concurrent"),
+        token_budget=_opt_int(a, "token_budget"),
+    )
     return {**proc.to_dict(), "token": token}
 
 
@@ -90,6 +140,8 @@ TABLE: dict[str, Syscall] = {
         Syscall("sys.info", _sys_info, ALL, "kernel version, uptime, load"),
         Syscall("sys.devices", _sys_devices, ALL, "devices, slots, in-flight counters"),
         Syscall("sys.models", _sys_models, ALL, "models served"),
+        Syscall("sched.get", _sched_get, ALL, "scheduling policy, knobs and switch counters"),
+        Syscall("sched.set", _sched_set, ADMINS, "switch policy or knobs at run time"),
     )
 }
 

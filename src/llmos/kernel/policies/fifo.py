@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 
-from llmos.kernel.policies.base import Policy
+from llmos.kernel.policies.base import Clock, Policy, SchedConfig
 from llmos.kernel.request import Request
 
 
 class FifoPolicy(Policy):
     name = "fifo"
 
-    def __init__(self) -> None:
+    def __init__(self, config: SchedConfig, clock: Clock | None = None) -> None:
+        super().__init__(config, clock)
         self._queue: deque[Request] = deque()
 
     def push(self, req: Request) -> None:
@@ -19,6 +20,9 @@ class FifoPolicy(Policy):
 
     def pop(self) -> Request | None:
         return self._queue.popleft() if self._queue else None
+
+    def peek(self) -> Request | None:
+        return self._queue[0] if self._queue else None
 
     def remove(self, req: Request) -> bool:
         try:

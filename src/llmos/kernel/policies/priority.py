@@ -1,0 +1,51 @@
+"""Priority with aging: higher `priority` runs first; every `aging_s` seconds of
+waiting is worth one level, so no request waits forever.
+
+Score = priority + waited / aging_s. Since every waiting request ages at the same
+rate, ordering by score is ordering by the fixed key `enqueued_at / aging_s -
+priority` (smaller first), so a heap keeps it exact. A waiting head preempts the
+lowest-priority running request if it beats it by `preempt_margin` levels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llmos.kernel.policies._heap import KeyedQueue
+from llmos.kernel.policies.base import Clock, Policy, SchedConfig
+from llmos.kernel.request import Request
+
+
+class PriorityPolicy(Policy):
+    name = "priority"
+
+    def __init__(self, config: SchedConfig, clock: Clock | None = None) -> None:
+        super().__init__(config, clock)
+        self._q = KeyedQueue()
+
+    def score(self, req: Request) -> float:
+        """The aged priority of a waiting request, now."""
+        return req.priority + (self.clock() - req.enqueued_at) / self.config.aging_s
+
+    def push(self, req: Request) -> None:
+        self._q.push(req.enqueued_at / self.config.aging_s - req.priority, req)
+
+    def pop(self) -> Request | None:
+        return self._q.pop()
+
+    def peek(self) -> Request | None:
+        return self._q.peek()
+
+    def remove(self, req: Request) -> bool:
+        return self._q.remove(req)
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def waiting(self) -> list[Request]:
+        return self._q.ordered()
+
+    def choose_victim(self, running: Sequence[Request], head: Request) -> Request | None:
+        victim = min(running, key=lambda r: (r.priority, -(r.started_at or 0.0)))
+        if self.score(head) >= victim.priority + self.config.preempt_margin:
+            return victim
+        return None
