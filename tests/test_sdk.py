@@ -4,7 +4,9 @@ httpx's transport seam."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from email.utils import formatdate
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 
 import llmos.sdk
 from llmos import LlmosError
+from llmos.params import DEFAULT_QUANTUM, POLICY_NAMES
 from llmos.sdk import ApiError, AsyncClient, ChatResult, Client, KernelUnreachable
 from tests._live_server import MODEL, LiveServer, closed_port_url, live_server
 
@@ -130,6 +133,92 @@ def test_killing_a_process_ends_its_stream_with_an_error(
     assert err.value.code == "process_killed"
     assert err.value.status == 409
     assert "killed" in err.value.message
+
+
+def test_spawn_with_quotas(client: Client) -> None:
+    proc = client.spawn("quota-agent", max_concurrent=2, token_budget=100)
+    assert (proc["max_concurrent"], proc["token_budget"]) == (2, 100)
+    assert proc["preemptions"] == 0
+    plain = client.spawn("no-quota-agent")
+    assert (plain["max_concurrent"], plain["token_budget"]) == (None, None)
+    with pytest.raises(ApiError) as err:
+        client.spawn("bad-quota", max_concurrent=0)
+    assert (err.value.status, err.value.param) == (400, "max_concurrent")
+
+
+def test_max_concurrent_is_a_429_with_retry_after(server: LiveServer, client: Client) -> None:
+    proc = client.spawn("one-at-a-time", max_concurrent=1)
+    with Client(server.url, proc["token"]) as agent:
+        first = agent.stream("go on", max_tokens=3000)  # ~6 s on the mock: still running
+        try:
+            assert next(first)
+            with pytest.raises(ApiError) as err:
+                next(agent.stream("me too", max_tokens=5))
+        finally:
+            first.close()
+            client.kill(proc["pid"])
+    assert (err.value.status, err.value.code) == (429, "quota_exceeded")
+    assert err.value.param == "max_concurrent"
+    assert err.value.retry_after is not None and err.value.retry_after >= 1
+    assert "max_concurrent" in err.value.message
+
+
+def test_a_used_up_token_budget_is_403(server: LiveServer, client: Client) -> None:
+    proc = client.spawn("frugal", token_budget=5)
+    with Client(server.url, proc["token"]) as agent:
+        agent.chat("hi", max_tokens=4)  # admitted with 0 used; after it, more than 5
+        with pytest.raises(ApiError) as err:
+            agent.chat("hi again", max_tokens=4)
+    assert (err.value.status, err.value.code, err.value.param) == (
+        403,
+        "quota_exceeded",
+        "token_budget",
+    )
+    assert err.value.retry_after is None  # waiting will not help
+
+
+# -- scheduler ---------------------------------------------------------------------
+def test_scheduler_state(client: Client) -> None:
+    state = client.scheduler()
+    assert state["policy"] == "fifo"
+    assert state["policies"] == list(POLICY_NAMES)
+    assert state["quantum"] == DEFAULT_QUANTUM
+    for key in ("preemptions", "resumes", "waiting", "max_queue", "max_queue_per_owner"):
+        assert isinstance(state[key], int), key
+    assert "resume_cache_hit" in state and "decision_us" in state
+
+
+def test_set_scheduler_round_trip(client: Client) -> None:
+    try:
+        state = client.set_scheduler("rr", quantum=4)
+        assert (state["policy"], state["quantum"]) == ("rr", 4)
+        assert client.scheduler()["policy"] == "rr"
+        assert client.info()["policy"] == "rr"
+        # Unchanged fields stay: a knob alone keeps the policy.
+        assert client.set_scheduler(aging_s=2.5)["policy"] == "rr"
+        assert client.chat("under rr", max_tokens=9).finish_reason == "length"
+    finally:
+        state = client.set_scheduler("fifo", quantum=DEFAULT_QUANTUM)
+    assert (state["policy"], state["quantum"]) == ("fifo", DEFAULT_QUANTUM)
+    assert client.scheduler()["policy"] == "fifo"
+
+
+def test_unknown_policy_is_rejected(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.set_scheduler("bogus")
+    assert (err.value.status, err.value.param) == (400, "policy")
+    assert "bogus" in err.value.message
+    assert client.scheduler()["policy"] == "fifo"
+
+
+def test_only_admins_set_the_scheduler(server: LiveServer, client: Client) -> None:
+    proc = client.spawn("not-root")
+    with Client(server.url, proc["token"]) as agent:
+        assert agent.scheduler()["policy"] == "fifo"
+        with pytest.raises(ApiError) as err:
+            agent.set_scheduler("rr")
+    assert err.value.status == 403
+    assert client.scheduler()["policy"] == "fifo"
 
 
 # -- system ------------------------------------------------------------------------
@@ -299,6 +388,61 @@ def test_default_model_is_asked_for_once() -> None:
     assert paths == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
 
 
+def test_set_scheduler_and_spawn_send_only_what_is_given() -> None:
+    seen: list[tuple[str, str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, json.loads(request.content or b"null")))
+        return httpx.Response(200, json={"policy": "fair"})
+
+    with _mock_client(httpx.MockTransport(handler)) as c:
+        c.set_scheduler(quantum=4, aging_s=None, weights={"alice": 2})
+        c.set_scheduler("fair")
+        c.scheduler()
+        c.spawn("a")
+        c.spawn("b", 3, max_concurrent=2, token_budget=None)
+    assert seen == [
+        ("PUT", "/v1/sys/scheduler", {"quantum": 4, "weights": {"alice": 2}}),
+        ("PUT", "/v1/sys/scheduler", {"policy": "fair"}),
+        ("GET", "/v1/sys/scheduler", None),
+        ("POST", "/v1/processes", {"name": "a", "priority": 20}),
+        ("POST", "/v1/processes", {"name": "b", "priority": 3, "max_concurrent": 2}),
+    ]
+
+
+def _too_many(retry_after: str | None) -> httpx.MockTransport:
+    error = {"message": "the run queue is full", "type": "rate_limit_error"}
+    body = {"error": {**error, "param": "max_queue", "code": "queue_full"}}
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return httpx.MockTransport(lambda r: httpx.Response(429, json=body, headers=headers))
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7),
+        (" 0 ", 0),
+        (None, None),
+        ("soon", None),
+        (formatdate(time.time() - 60, usegmt=True), 0),  # a date in the past: go now
+    ],
+    ids=["seconds", "padded", "absent", "garbage", "past-date"],
+)
+def test_retry_after_header(header: str | None, expected: int | None) -> None:
+    with _mock_client(_too_many(header)) as c, pytest.raises(ApiError) as err:
+        c.chat("hi", model="m")
+    assert (err.value.status, err.value.code, err.value.param) == (429, "queue_full", "max_queue")
+    assert err.value.retry_after == expected
+
+
+def test_retry_after_as_an_http_date() -> None:
+    header = formatdate(time.time() + 30, usegmt=True)
+    with _mock_client(_too_many(header)) as c, pytest.raises(ApiError) as err:
+        list(c.stream("hi", model="m"))
+    assert err.value.retry_after is not None and 28 <= err.value.retry_after <= 31
+    assert "retry_after=" in repr(err.value)
+
+
 # -- AsyncClient -------------------------------------------------------------------
 async def test_async_client(server: LiveServer) -> None:
     async with AsyncClient(server.url, server.token) as c:
@@ -317,6 +461,34 @@ async def test_async_client(server: LiveServer) -> None:
         with pytest.raises(ApiError) as err:
             await c.process(987654)
         assert err.value.status == 404
+
+
+async def test_async_client_scheduler_and_quotas(server: LiveServer) -> None:
+    async with AsyncClient(server.url, server.token) as c:
+        assert (await c.scheduler())["policy"] == "fifo"
+        try:
+            state = await c.set_scheduler("rr", quantum=4)
+            assert (state["policy"], state["quantum"]) == ("rr", 4)
+        finally:
+            state = await c.set_scheduler("fifo", quantum=DEFAULT_QUANTUM)
+        assert state["policy"] == "fifo"
+        with pytest.raises(ApiError) as err:
+            await c.set_scheduler("bogus")
+        assert err.value.param == "policy"
+
+        proc = await c.spawn("async-quota", max_concurrent=1, token_budget=10_000)
+        assert (proc["max_concurrent"], proc["token_budget"]) == (1, 10_000)
+        async with AsyncClient(server.url, proc["token"]) as agent:
+            first = agent.stream("go on", max_tokens=3000)
+            try:
+                assert await anext(first)
+                with pytest.raises(ApiError) as err:
+                    await anext(agent.stream("me too", max_tokens=5))
+            finally:
+                await first.aclose()
+                await c.kill(proc["pid"])
+        assert (err.value.status, err.value.param) == (429, "max_concurrent")
+        assert err.value.retry_after is not None and err.value.retry_after >= 1
 
 
 async def test_async_client_unreachable() -> None:

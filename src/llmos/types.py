@@ -18,6 +18,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     json_schema: dict[str, Any] | None = None
+    ignore_eos: bool = False  # generate exactly max_tokens (benchmarks, trace replay)
 
 
 @dataclass

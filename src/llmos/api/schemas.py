@@ -50,6 +50,7 @@ class _Sampling(_Body):
     n: int = Field(default=1, ge=1, le=1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    ignore_eos: bool = False  # llama.cpp's extension: generate exactly max_tokens
 
     def kernel_args(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class _Sampling(_Body):
             "top_p": self.top_p,
             "seed": self.seed,
             "stop": self.stop,
+            "ignore_eos": self.ignore_eos,
         }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmos.cli import chat, tables, up
+from llmos.cli import chat, sched, tables, up
 
 
 def build_app() -> typer.Typer:
@@ -19,9 +19,11 @@ def build_app() -> typer.Typer:
     app.command("up")(up.up)
     app.command("chat")(chat.chat)
     app.command("ps")(tables.ps)
+    app.command("spawn")(tables.spawn)
     app.command("kill")(tables.kill)
     app.command("info")(tables.info)
     app.command("devices")(tables.devices)
+    app.command("sched")(sched.sched)
     return app
 
 

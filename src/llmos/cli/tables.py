@@ -1,4 +1,4 @@
-"""`llmos ps`, `kill`, `info`, `devices`: the kernel's state as tables."""
+"""`llmos ps`, `spawn`, `kill`, `info`, `devices`: processes and the kernel's state."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from llmos.cli._shared import TokenOption, UrlOption, age, cell, connect, console
+from llmos.params import DEFAULT_PRIORITY, MAX_PRIORITY
 
 _STATE_STYLE = {
     "running": "green",
@@ -44,6 +45,7 @@ def ps(
     table.add_column("REQS", justify="right")
     table.add_column("TOK IN", justify="right")
     table.add_column("TOK OUT", justify="right")
+    table.add_column("PREEMPT", justify="right")
     table.add_column("AGE", justify="right", no_wrap=True)
     for p in sorted(procs, key=lambda p: int(p.get("pid") or 0)):
         state = str(p.get("state", "?"))
@@ -56,9 +58,37 @@ def ps(
             cell(p.get("requests")),
             cell(p.get("tokens_in")),
             cell(p.get("tokens_out")),
+            cell(p.get("preemptions")),
             age(p.get("created_at"), p.get("finished_at")),
         )
     out.print(table)
+
+
+def spawn(
+    name: Annotated[str, typer.Argument(help="A name for the process.")],
+    priority: Annotated[
+        int, typer.Option(help=f"0..{MAX_PRIORITY}; higher runs earlier under priority policies.")
+    ] = DEFAULT_PRIORITY,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option(help="Most requests in flight at once; more get 429.", show_default=False),
+    ] = None,
+    token_budget: Annotated[
+        int | None,
+        typer.Option(help="Most tokens in and out, in all; then 403.", show_default=False),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Start a process and print its pid and token.
+
+    The output is shell assignments: `eval "$(llmos spawn agent)"` then
+    `LLMOS_TOKEN=$token python agent.py` accounts the agent's requests to the process."""
+    with connect(url, token) as client:
+        proc = client.spawn(
+            name, priority, max_concurrent=max_concurrent, token_budget=token_budget
+        )
+    typer.echo(f"pid={proc['pid']}\ntoken={proc['token']}")
 
 
 def kill(

@@ -9,7 +9,17 @@ import typer
 
 from llmos.cli._shared import EXIT_USAGE, fail
 from llmos.errors import LlmosError
-from llmos.params import DEFAULT_CTX, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SLOTS, Settings
+from llmos.params import (
+    DEFAULT_CTX,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_QUANTUM,
+    DEFAULT_SLOTS,
+    MAX_QUEUE,
+    MAX_QUEUE_PER_OWNER,
+    POLICY_NAMES,
+    Settings,
+)
 
 
 def up(
@@ -41,7 +51,18 @@ def up(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for the engine. Default: all cores.")
     ] = None,
-    policy: Annotated[str, typer.Option(help="Scheduling policy.")] = "fifo",
+    policy: Annotated[
+        str, typer.Option(help=f"Scheduling policy: {', '.join(POLICY_NAMES)}.")
+    ] = "fifo",
+    quantum: Annotated[
+        int, typer.Option(help="Tokens a request runs before rr/mlfq may preempt it.")
+    ] = DEFAULT_QUANTUM,
+    max_queue: Annotated[
+        int, typer.Option(help="Most requests waiting in all; more get 429.")
+    ] = MAX_QUEUE,
+    max_queue_per_owner: Annotated[
+        int, typer.Option(help="Most requests one owner may have waiting; more get 429.")
+    ] = MAX_QUEUE_PER_OWNER,
     home: Annotated[
         Path | None,
         typer.Option(help="State directory. Default: $LLMOS_HOME, else ~/.llmos."),
@@ -59,6 +80,9 @@ def up(
         slots=slots,
         ctx=ctx,
         policy=policy,
+        quantum=quantum,
+        max_queue=max_queue,
+        max_queue_per_owner=max_queue_per_owner,
         **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
     )
     try:

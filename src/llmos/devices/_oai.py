@@ -33,6 +33,8 @@ def completion_body(snapshot: Snapshot, model: str | None = None) -> dict[str, A
         body["seed"] = p.seed
     if p.json_schema is not None:
         body["json_schema"] = p.json_schema
+    if p.ignore_eos:
+        body["ignore_eos"] = True
     return body
 
 

@@ -77,7 +77,8 @@ class MockDevice(Device):
         try:
             for _ in range(snapshot.budget):
                 generated = len(context) - len(snapshot.prompt_ids)
-                if self.eos_after is not None and generated >= self.eos_after:
+                eos = self.eos_after is not None and not snapshot.params.ignore_eos
+                if eos and generated >= (self.eos_after or 0):
                     yield Finished("stop", prompt_tokens=start, cached_tokens=cached)
                     return
                 await asyncio.sleep(self.token_delay)

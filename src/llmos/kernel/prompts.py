@@ -103,6 +103,7 @@ def sampling(args: dict[str, Any], max_tokens: int) -> SamplingParams:
         logprobs=bool(args.get("logprobs")),
         top_logprobs=top_logprobs,
         json_schema=args.get("json_schema"),
+        ignore_eos=bool(args.get("ignore_eos")),
     )
 
 

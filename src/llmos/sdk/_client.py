@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -12,7 +12,7 @@ from llmos.params import DEFAULT_PRIORITY
 from llmos.sdk import _wire
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
-from llmos.sdk._wire import ChatResult, Messages
+from llmos.sdk._wire import ChatResult, Messages, SchedulerKnobs
 
 
 class Client:
@@ -148,13 +148,23 @@ class Client:
     # -- processes -----------------------------------------------------------------
     def processes(self) -> list[dict[str, Any]]:
         """Every process this token may see, finished ones included."""
-        return _wire.data_of(self._request("GET", "/v1/processes"))
+        return _wire.data_of(self._request("GET", _wire.PROCESSES_PATH))
 
-    def spawn(self, name: str, priority: int = DEFAULT_PRIORITY) -> dict[str, Any]:
-        """A new process; its `token` makes requests that are accounted to it."""
-        proc: dict[str, Any] = self._request(
-            "POST", "/v1/processes", {"name": name, "priority": priority}
+    def spawn(
+        self,
+        name: str,
+        priority: int = DEFAULT_PRIORITY,
+        *,
+        max_concurrent: int | None = None,
+        token_budget: int | None = None,
+    ) -> dict[str, Any]:
+        """A new process; its `token` makes requests that are accounted to it.
+        Quotas: at most `max_concurrent` requests in flight (more get a 429 with
+        `retry_after`), at most `token_budget` tokens in and out in all (then 403)."""
+        body = _wire.spawn_body(
+            name, priority, max_concurrent=max_concurrent, token_budget=token_budget
         )
+        proc: dict[str, Any] = self._request("POST", _wire.PROCESSES_PATH, body)
         return proc
 
     def process(self, pid: int) -> dict[str, Any]:
@@ -172,6 +182,21 @@ class Client:
 
     def devices(self) -> list[dict[str, Any]]:
         return _wire.data_of(self._request("GET", "/v1/sys/devices"))
+
+    def scheduler(self) -> dict[str, Any]:
+        """The scheduling policy, its knobs, and preemption/queue counters."""
+        state: dict[str, Any] = self._request("GET", _wire.SCHEDULER_PATH)
+        return state
+
+    def set_scheduler(
+        self, policy: str | None = None, **knobs: Unpack[SchedulerKnobs]
+    ) -> dict[str, Any]:
+        """Switch policy and/or knobs at run time (admin only); waiting requests move
+        to the new policy. Only the arguments given (not None) are sent. Returns the
+        new state, as `scheduler()`."""
+        body = _wire.scheduler_body(policy, knobs)
+        state: dict[str, Any] = self._request("PUT", _wire.SCHEDULER_PATH, body)
+        return state
 
     # -- plumbing ------------------------------------------------------------------
     def _default_model(self) -> str:

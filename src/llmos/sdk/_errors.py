@@ -5,13 +5,20 @@ errors from the kernel in-process and over HTTP alike."""
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
 import httpx
 
 from llmos.errors import LlmosError
 
 
 class ApiError(LlmosError):
-    """The kernel answered with an error (or a stream ended with an error event)."""
+    """The kernel answered with an error (or a stream ended with an error event).
+    `retry_after` is the seconds the kernel asked us to wait (its Retry-After header,
+    sent with 429s: a full queue or a process at its concurrency quota), else None."""
 
     def __init__(
         self,
@@ -21,17 +28,20 @@ class ApiError(LlmosError):
         code: str | None = None,
         *,
         error_type: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.status = status
         self.code = code
+        self.retry_after = retry_after
         if error_type is not None:
             self.type = error_type
 
     def __repr__(self) -> str:
+        retry = f", retry_after={self.retry_after}" if self.retry_after is not None else ""
         return (
             f"{type(self).__name__}(status={self.status}, message={self.message!r}, "
-            f"param={self.param!r}, code={self.code!r})"
+            f"param={self.param!r}, code={self.code!r}{retry})"
         )
 
 
@@ -62,13 +72,15 @@ def _status_by_code() -> dict[str, int]:
     return out
 
 
-def error_from_body(status: int, body: object, fallback: str) -> ApiError:
+def error_from_body(
+    status: int, body: object, fallback: str, *, retry_after: int | None = None
+) -> ApiError:
     """An ApiError from an OpenAI-style {"error": {...}} body, or from `fallback`."""
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, str):
-        return ApiError(status, err)
+        return ApiError(status, err, retry_after=retry_after)
     if not isinstance(err, dict):
-        return ApiError(status, fallback)
+        return ApiError(status, fallback, retry_after=retry_after)
     code = err.get("code")
     code = str(code) if code is not None else None
     if not status:
@@ -80,6 +92,7 @@ def error_from_body(status: int, body: object, fallback: str) -> ApiError:
         str(param) if param is not None else None,
         code,
         error_type=str(err["type"]) if err.get("type") else None,
+        retry_after=retry_after,
     )
 
 
@@ -91,7 +104,25 @@ def error_from_response(response: httpx.Response) -> ApiError:
         body = None
     text = response.text.strip() if body is None else ""
     fallback = text[:500] or f"HTTP {response.status_code} {response.reason_phrase}"
-    return error_from_body(response.status_code, body, fallback)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return error_from_body(response.status_code, body, fallback, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None) -> int | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date
+    (RFC 9110 10.2.3). None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return int(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
+        when = when.replace(tzinfo=UTC)
+    return max(0, math.ceil(when.timestamp() - time.time()))
 
 
 def transport_error(url: str, exc: httpx.TransportError) -> ApiError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import httpx
 
@@ -16,7 +16,21 @@ Messages = str | Sequence[Mapping[str, Any]]
 
 CHAT_PATH: Final = "/v1/chat/completions"
 COMPLETIONS_PATH: Final = "/v1/completions"
+PROCESSES_PATH: Final = "/v1/processes"
+SCHEDULER_PATH: Final = "/v1/sys/scheduler"
 DONE: Final = object()  # `data: [DONE]`: the stream ended normally
+
+
+class SchedulerKnobs(TypedDict, total=False):
+    """What `set_scheduler` may change besides the policy (None = leave as is)."""
+
+    quantum: int | None  # rr's quantum, mlfq's base quantum, in generated tokens
+    aging_s: float | None
+    mlfq_levels: int | None
+    mlfq_boost_s: float | None
+    preempt_margin: int | None
+    sjf_aging_tokens_per_s: float | None
+    weights: Mapping[str, float] | None  # fair's share per owner
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,28 @@ def body_of(
     body.update(extra)
     if stream:
         body["stream"] = True
+    return body
+
+
+def spawn_body(
+    name: str, priority: int, *, max_concurrent: int | None, token_budget: int | None
+) -> dict[str, Any]:
+    """POST /v1/processes; quotas left unset are unlimited."""
+    body: dict[str, Any] = {"name": name, "priority": priority}
+    if max_concurrent is not None:
+        body["max_concurrent"] = max_concurrent
+    if token_budget is not None:
+        body["token_budget"] = token_budget
+    return body
+
+
+def scheduler_body(policy: str | None, knobs: SchedulerKnobs) -> dict[str, Any]:
+    """PUT /v1/sys/scheduler: only what is being changed; the kernel keeps the rest."""
+    body: dict[str, Any] = {k: v for k, v in knobs.items() if v is not None}
+    if policy is not None:
+        body["policy"] = policy
+    if "weights" in body:
+        body["weights"] = dict(body["weights"])
     return body
 
 
