@@ -178,3 +178,35 @@ async def test_process_token_cannot_spawn_or_see_others(mock: MockKernel) -> Non
     assert r.status_code == 404
     listed = (await mock.client.get("/v1/processes", headers=auth)).json()["data"]
     assert [p["pid"] for p in listed] == [a["pid"]]
+
+
+async def test_full_queue_is_429_with_retry_after(mock: MockKernel) -> None:
+    mock.kernel.admission.max_queue = 1
+    body = chat(max_tokens=200)
+    running = [
+        await mock.kernel.call("llm.chat", mock.kernel.authenticate("test-admin-token"), body)
+        for _ in range(3)
+    ]
+    r = await mock.client.post("/v1/chat/completions", json=chat())
+    assert r.status_code == 429, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    err = r.json()["error"]
+    assert err["param"] == "max_queue" and err["code"] == "queue_full"
+    for req in running:
+        mock.kernel.cancel(req)
+
+
+async def test_scheduler_route_errors(mock: MockKernel) -> None:
+    r = await mock.client.put("/v1/sys/scheduler", json={"policy": "lottery"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "policy"
+    r = await mock.client.put("/v1/sys/scheduler", json={"quantum": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "quantum"
+    r = await mock.client.put("/v1/sys/scheduler", json={"color": "red"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "color"
+    user = mock.kernel.tokens.issue("alice", "user")[0]
+    r = await mock.client.put(
+        "/v1/sys/scheduler", json={"policy": "rr"}, headers={"Authorization": f"Bearer {user}"}
+    )
+    assert r.status_code == 403
+    r = await mock.client.put("/v1/sys/scheduler", json={"policy": "mlfq", "quantum": 8})
+    assert r.status_code == 200 and r.json()["policy"] == "mlfq" and r.json()["quantum"] == 8

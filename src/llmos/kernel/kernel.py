@@ -62,7 +62,7 @@ class Kernel:
         await asyncio.gather(*(d.start() for d in self.devices))
         self._ensure_admin()
         rows = self.store.telemetry_since(5000)
-        await asyncio.to_thread(self.predictor.bootstrap, rows)
+        await self.predictor.load(rows)
 
     def _ensure_admin(self) -> None:
         """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
@@ -91,6 +91,7 @@ class Kernel:
             self.scheduler.cancel(req, Killed("the kernel is shutting down"))
         await self.scheduler.drain()
         await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
+        await asyncio.to_thread(self.predictor.close)
         self.store.close()
 
     def authenticate(self, token: str | None) -> Caller:

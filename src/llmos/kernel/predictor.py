@@ -6,14 +6,20 @@ it finishes, (features, output tokens) becomes a training row.
 
 Until `min_rows` rows exist, or without scikit-learn installed, a heuristic
 answers: the session's last output, else the owner's mean, else the global mean.
-The model retrains in a worker thread every `retrain_every` new rows."""
+The model retrains every `retrain_every` new rows in its own worker thread, at the
+lowest CPU priority and with one BLAS/OpenMP thread: on a small machine a parallel
+fit spinning beside the engine's threads would stall decoding for many seconds."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
+import threading
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +58,7 @@ class OutputPredictor:
     new_rows: int = 0
     training: bool = False
     trained_on: int = 0
+    executor: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def features(self, owner: str, session: str, prompt_tokens: int, max_tokens: int) -> Features:
         o, s, g = self.owners.get(owner), self.sessions.get(session), self.overall.mean
@@ -102,6 +109,10 @@ class OutputPredictor:
             self.observe(r["owner"], session, feats, r["output_tokens"])
         self.fit()
 
+    async def load(self, rows: list[dict[str, Any]]) -> None:
+        """`bootstrap` off the event loop, on the training thread."""
+        await asyncio.get_running_loop().run_in_executor(self._trainer(), self.bootstrap, rows)
+
     def due(self) -> bool:
         return (
             not self.training
@@ -115,13 +126,15 @@ class OutputPredictor:
             return
         try:
             from sklearn.ensemble import HistGradientBoostingRegressor
+            from threadpoolctl import threadpool_limits
         except ImportError:  # the [learn] extra is not installed: heuristic only
             return
         data = list(self.rows)
         x = [list(f) for f, _ in data]
         y = [t for _, t in data]
         model = HistGradientBoostingRegressor(max_iter=80, learning_rate=0.1, min_samples_leaf=8)
-        model.fit(x, y)
+        with threadpool_limits(limits=1):
+            model.fit(x, y)
         self.model, self.new_rows, self.trained_on = model, 0, len(data)
 
     async def maybe_retrain(self) -> None:
@@ -129,6 +142,24 @@ class OutputPredictor:
             return
         self.training = True
         try:
-            await asyncio.to_thread(self.fit)
+            await asyncio.get_running_loop().run_in_executor(self._trainer(), self.fit)
         finally:
             self.training = False
+
+    def _trainer(self) -> ThreadPoolExecutor:
+        """One niced thread for training, created on first use."""
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(
+                1, thread_name_prefix="llmos-train", initializer=_lowest_priority
+            )
+        return self.executor
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+
+def _lowest_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Linux: nice applies per thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
