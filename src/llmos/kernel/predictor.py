@@ -55,6 +55,7 @@ class OutputPredictor:
     overall: _Mean = field(default_factory=_Mean)
     rows: deque[tuple[Features, float]] = field(default_factory=lambda: deque(maxlen=5000))
     model: Any = None
+    limiter: Any = field(default=None, repr=False)  # threadpoolctl, set with the model
     new_rows: int = 0
     training: bool = False
     trained_on: int = 0
@@ -81,7 +82,9 @@ class OutputPredictor:
         feats = req.features or self.features_of(req)
         if self.model is not None:
             try:
-                return float(max(1.0, self.model.predict([list(feats)])[0]))
+                # One OpenMP thread: this runs on the event loop, beside the engine.
+                with self.limiter.limit(limits=1, user_api="openmp"):
+                    return float(max(1.0, self.model.predict([list(feats)])[0]))
             except Exception:  # a broken model must not break scheduling
                 log.exception("output-length model failed; using the heuristic")
         return float(feats[3])  # the session's last output, else owner mean, else global
@@ -135,6 +138,10 @@ class OutputPredictor:
         model = HistGradientBoostingRegressor(max_iter=80, learning_rate=0.1, min_samples_leaf=8)
         with threadpool_limits(limits=1):
             model.fit(x, y)
+        if self.limiter is None:
+            from threadpoolctl import ThreadpoolController
+
+            self.limiter = ThreadpoolController()
         self.model, self.new_rows, self.trained_on = model, 0, len(data)
 
     async def maybe_retrain(self) -> None:
