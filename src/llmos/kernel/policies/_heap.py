@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from llmos.kernel.policies.base import Clock, Policy, SchedConfig
 from llmos.kernel.request import Request
 
 
@@ -56,3 +57,32 @@ class KeyedQueue:
 
     def ordered(self) -> list[Request]:
         return [e[2] for e in sorted(self._heap) if e[2] in self._live]
+
+
+class KeyedPolicy(Policy):
+    """A policy whose queue is ordered by a fixed key per request (`key`)."""
+
+    def __init__(self, config: SchedConfig, clock: Clock | None = None) -> None:
+        super().__init__(config, clock)
+        self._q = KeyedQueue()
+
+    def key(self, req: Request) -> float:
+        raise NotImplementedError
+
+    def push(self, req: Request) -> None:
+        self._q.push(self.key(req), req)
+
+    def pop(self) -> Request | None:
+        return self._q.pop()
+
+    def peek(self) -> Request | None:
+        return self._q.peek()
+
+    def remove(self, req: Request) -> bool:
+        return self._q.remove(req)
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def waiting(self) -> list[Request]:
+        return self._q.ordered()

@@ -12,40 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llmos.kernel.policies._heap import KeyedQueue
-from llmos.kernel.policies.base import Clock, Policy, SchedConfig
+from llmos.kernel.policies._heap import KeyedPolicy
+from llmos.kernel.policies.base import Clock, SchedConfig
 from llmos.kernel.request import Request
 
 
-class PriorityPolicy(Policy):
+class PriorityPolicy(KeyedPolicy):
     name = "priority"
 
     def __init__(self, config: SchedConfig, clock: Clock | None = None) -> None:
         super().__init__(config, clock)
-        self._q = KeyedQueue()
         self._earned: dict[Request, float] = {}  # running request -> score at dispatch
 
     def score(self, req: Request) -> float:
         """The aged priority of a waiting request, now."""
         return req.priority + (self.clock() - req.enqueued_at) / self.config.aging_s
 
-    def push(self, req: Request) -> None:
-        self._q.push(req.enqueued_at / self.config.aging_s - req.priority, req)
-
-    def pop(self) -> Request | None:
-        return self._q.pop()
-
-    def peek(self) -> Request | None:
-        return self._q.peek()
-
-    def remove(self, req: Request) -> bool:
-        return self._q.remove(req)
-
-    def __len__(self) -> int:
-        return len(self._q)
-
-    def waiting(self) -> list[Request]:
-        return self._q.ordered()
+    def key(self, req: Request) -> float:
+        return req.enqueued_at / self.config.aging_s - req.priority
 
     def on_dispatch(self, req: Request) -> None:
         self._earned[req] = self.score(req)
