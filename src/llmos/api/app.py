@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmos.api import errors, routes_llm, routes_procs
+from llmos.api import errors, routes_llm, routes_memory, routes_procs
 from llmos.api.metrics import Metrics
 from llmos.kernel import Kernel
 
@@ -38,6 +38,7 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.add_middleware(errors.BodyGuard, limit=kernel.settings.max_body_bytes)
     app.include_router(routes_llm.router)
     app.include_router(routes_procs.router)
+    app.include_router(routes_memory.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -78,7 +78,7 @@ async def _stream(
             kernel.cancel(req)
 
 
-async def _serve(
+async def serve_request(
     http: Request, who: Caller, name: str, args: dict[str, Any], stream: bool, usage: bool
 ) -> Any:
     kernel = kernel_of(http)
@@ -102,7 +102,7 @@ async def chat_completions(
     body: ChatRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _serve(request, who, "llm.chat", body.kernel_args(), body.stream, usage)
+    return await serve_request(request, who, "llm.chat", body.kernel_args(), body.stream, usage)
 
 
 @router.post("/completions")
@@ -110,7 +110,7 @@ async def completions(
     body: CompletionRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _serve(request, who, "llm.complete", body.kernel_args(), body.stream, usage)
+    return await serve_request(request, who, "llm.complete", body.kernel_args(), body.stream, usage)
 
 
 def _model(kernel: Kernel, info: dict[str, Any]) -> dict[str, Any]:

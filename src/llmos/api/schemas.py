@@ -105,6 +105,7 @@ class SpawnRequest(BaseModel):
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
     max_concurrent: int | None = Field(default=None, ge=1)
     token_budget: int | None = Field(default=None, ge=1)
+    memory_shared: bool = False
 
 
 class SchedulerUpdate(BaseModel):

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from llmos.devices.base import Device
+from llmos.devices.embeddings import LazyEmbedder
 from llmos.errors import Forbidden, InvalidRequest, Killed, NotFound
 from llmos.kernel import prompts
 from llmos.kernel.admission import Admission
+from llmos.kernel.conversation import Conversations
+from llmos.kernel.memory import MemoryStore
 from llmos.kernel.policies import SchedConfig
 from llmos.kernel.predictor import OutputPredictor
 from llmos.kernel.process import Process, ProcessTable, ProcState
@@ -27,6 +30,7 @@ from llmos.kernel.stops import StopMatcher
 from llmos.kernel.store import Store
 from llmos.kernel.tokens import Caller, TokenStore
 from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, POLICY_NAMES, Settings
+from llmos.types import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,8 @@ class Kernel:
         self.procs = ProcessTable()
         for proc in self.store.load_processes():
             self.procs.restore(proc)
+        self.memory = MemoryStore(self.store.db, LazyEmbedder())
+        self.conversations = Conversations(self.store.db, self.memory)
         self.predictor = OutputPredictor()
         self.sched_config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
         hooks = Hooks(self._on_start, self._on_yield, self._on_finish)
@@ -125,6 +131,7 @@ class Kernel:
         priority: int,
         max_concurrent: int | None = None,
         token_budget: int | None = None,
+        memory_shared: bool = False,
     ) -> tuple[Process, str]:
         if caller.role == "process":
             raise Forbidden("a process token cannot spawn processes", param="authorization")
@@ -142,6 +149,7 @@ class Kernel:
             priority,
             max_concurrent=max_concurrent,
             token_budget=token_budget,
+            memory_shared=memory_shared,
         )
         self.store.save_process(proc)
         token, _ = self.tokens.issue(caller.owner, "process", proc.pid)
@@ -199,6 +207,18 @@ class Kernel:
         build = prompts.chat_snapshot if kind == "chat" else prompts.completion_snapshot
         snapshot, text = await build(dev, args)
         proc = self.process_of(caller)  # after validation: bad input creates nothing
+        return self.enqueue(proc, dev, kind, snapshot, text)
+
+    def enqueue(
+        self,
+        proc: Process,
+        dev: Device,
+        kind: str,
+        snapshot: Snapshot,
+        text: str,
+        conversation: bool = False,
+    ) -> Request:
+        """Admit a built request for `proc` and put it on the run queue."""
         self.admission.admit(proc, len(snapshot.prompt_ids))
         req = Request(
             pid=proc.pid,
@@ -210,6 +230,7 @@ class Kernel:
             priority=proc.priority,
             session=str(proc.pid),
             matcher=StopMatcher(snapshot.params.stop),
+            conversation=conversation,
         )
         req.features = self.predictor.features_of(req)
         proc.requests += 1
@@ -256,6 +277,8 @@ class Kernel:
         if req.started_at is not None and req.finished_at is not None:
             self.admission.served(req.finished_at - req.started_at)
         if req.finish_reason in ("stop", "length"):
+            if req.conversation:
+                self.conversations.record_reply(req.pid, req.text, req.output_tokens)
             self.predictor.observe_request(req)
             if self.predictor.due():
                 task = asyncio.get_running_loop().create_task(self.predictor.maybe_retrain())

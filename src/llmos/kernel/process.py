@@ -53,6 +53,7 @@ class Process:
     preemptions: int = 0  # times one of its requests lost a slot to another
     max_concurrent: int | None = None  # quota: requests waiting + running at once
     token_budget: int | None = None  # quota: tokens in + out over its life
+    memory_shared: bool = False  # may read and write its owner's shared memories
 
     def move(self, new: ProcState) -> None:
         if new == self.state:
@@ -94,6 +95,7 @@ class Process:
             "preemptions": self.preemptions,
             "max_concurrent": self.max_concurrent,
             "token_budget": self.token_budget,
+            "memory_shared": self.memory_shared,
             "implicit": self.implicit,
         }
 
@@ -114,6 +116,7 @@ class ProcessTable:
         implicit: bool = False,
         max_concurrent: int | None = None,
         token_budget: int | None = None,
+        memory_shared: bool = False,
     ) -> Process:
         proc = Process(
             pid=self._next_pid,
@@ -123,6 +126,7 @@ class ProcessTable:
             implicit=implicit,
             max_concurrent=max_concurrent,
             token_budget=token_budget,
+            memory_shared=memory_shared,
         )
         self._procs[proc.pid] = proc
         self._next_pid += 1

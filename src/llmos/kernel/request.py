@@ -92,6 +92,7 @@ class Request:
     level: int = 0  # mlfq
     predicted_tokens: float | None = None  # sjf
     features: tuple[float, ...] | None = None  # the predictor's view at submission
+    conversation: bool = False  # a kernel-kept conversation turn: store the reply
 
     @property
     def prompt_tokens(self) -> int:

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS processes (
     requests INTEGER NOT NULL DEFAULT 0,
     preemptions INTEGER NOT NULL DEFAULT 0,
     max_concurrent INTEGER,
-    token_budget INTEGER
+    token_budget INTEGER,
+    memory_shared INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -87,6 +88,7 @@ MIGRATIONS = (
     ("processes", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
     ("processes", "max_concurrent", "INTEGER"),
     ("processes", "token_budget", "INTEGER"),
+    ("processes", "memory_shared", "INTEGER NOT NULL DEFAULT 0"),
     ("telemetry", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
     ("telemetry", "session", "TEXT NOT NULL DEFAULT ''"),
 )
@@ -115,7 +117,8 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO processes (pid, name, owner, priority, state, implicit,"
             " created_at, finished_at, tokens_in, tokens_out, requests, preemptions,"
-            " max_concurrent, token_budget) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " max_concurrent, token_budget, memory_shared)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 p.pid,
                 p.name,
@@ -131,6 +134,7 @@ class Store:
                 p.preemptions,
                 p.max_concurrent,
                 p.token_budget,
+                int(p.memory_shared),
             ),
         )
 
@@ -155,6 +159,7 @@ class Store:
                     preemptions=r["preemptions"],
                     max_concurrent=r["max_concurrent"],
                     token_budget=r["token_budget"],
+                    memory_shared=bool(r["memory_shared"]),
                 )
             )
         return out

@@ -92,12 +92,16 @@ async def _proc_spawn(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     name = a.get("name", "process")
     if not isinstance(name, str):
         raise InvalidRequest("name must be a string", param="name")
+    shared = a.get("memory_shared", False)
+    if not isinstance(shared, bool):
+        raise InvalidRequest("memory_shared must be true or false", param="memory_shared")
     proc, token = k.spawn(
         c,
         name,
         _int(a, "priority", DEFAULT_PRIORITY),
         max_concurrent=_opt_int(a, "max_concurrent"),
         token_budget=_opt_int(a, "token_budget"),
+        memory_shared=shared,
     )
     return {**proc.to_dict(), "token": token}
 
@@ -128,9 +132,17 @@ async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     ]
 
 
+def _more() -> tuple[Syscall, ...]:
+    """Syscalls whose handlers live beside their subsystem."""
+    from llmos.kernel.mem_syscalls import MEM_HANDLERS
+
+    return tuple(Syscall(name, fn, ALL, doc) for name, fn, doc in MEM_HANDLERS)
+
+
 TABLE: dict[str, Syscall] = {
     s.name: s
     for s in (
+        *_more(),
         Syscall("llm.chat", _llm_chat, ALL, "chat completion: messages -> streamed reply"),
         Syscall("llm.complete", _llm_complete, ALL, "text completion: prompt -> continuation"),
         Syscall("proc.spawn", _proc_spawn, HUMANS, "start a process; returns pid and token"),

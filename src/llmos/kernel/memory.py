@@ -1,0 +1,404 @@
+"""Long-term memory: per-owner, per-process memories with tags and metadata, found
+by meaning and by words. Search fuses two rankings with reciprocal rank fusion:
+BM25 over an FTS5 index (exact words, rare names) and cosine similarity over light
+dense vectors (paraphrases). Everything lives in SQLite and survives restarts; the
+vectors of each owner are also kept in memory as one matrix, built on first use.
+
+Scope: a memory belongs to an owner and either to one process (pid) or to the owner
+as a whole (pid NULL, "shared"). A process sees its own memories and, if granted,
+its owner's shared ones; a user sees all of its own namespace."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmos.devices.embeddings import Embedder
+from llmos.errors import InvalidRequest, NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    pid INTEGER,
+    text TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    meta TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS memories_scope ON memories(owner, pid);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    text, content='memories', content_rowid='id', tokenize='unicode61'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, 'row');
+"""
+
+MAX_TEXT = 64 * 1024
+RRF_K = 60
+MIN_SIMILARITY = 0.2  # dense hits below this cosine are noise, not meaning
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "do",
+        "does",
+        "did",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which memories a caller sees: an owner's, narrowed to one process if set."""
+
+    owner: str
+    pid: int | None = None  # a process caller
+    shared: bool = True  # the process may also see its owner's shared memories
+
+    def allows(self, pid: int | None) -> bool:
+        if self.pid is None:
+            return True
+        return pid == self.pid or (pid is None and self.shared)
+
+
+@dataclass
+class _Vectors:
+    ids: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  # -1 for shared
+    rows: list[np.ndarray] = field(default_factory=list)
+    matrix: np.ndarray | None = None
+
+    def add(self, mid: int, pid: int | None, vec: np.ndarray) -> None:
+        self.ids.append(mid)
+        self.pids.append(-1 if pid is None else pid)
+        self.rows.append(vec)
+        self.matrix = None
+
+    def drop(self, mid: int) -> None:
+        if mid in self.ids:
+            i = self.ids.index(mid)
+            del self.ids[i], self.pids[i], self.rows[i]
+            self.matrix = None
+
+    def top(self, query: np.ndarray, scope: Scope, k: int) -> list[int]:
+        if not self.ids:
+            return []
+        if self.matrix is None:
+            self.matrix = np.vstack(self.rows).astype(np.float32)
+        sims = self.matrix @ query
+        if scope.pid is not None:
+            pids = np.asarray(self.pids)
+            allowed = pids == scope.pid
+            if scope.shared:
+                allowed |= pids == -1
+            sims = np.where(allowed, sims, -np.inf)
+        k = min(k, len(self.ids))
+        best = np.argpartition(-sims, k - 1)[:k]
+        best = best[np.argsort(-sims[best])]
+        return [self.ids[i] for i in best if sims[i] >= MIN_SIMILARITY]
+
+
+def query_terms(text: str) -> list[str]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    return list(dict.fromkeys(w for w in words if w not in STOPWORDS and len(w) > 1))[:32]
+
+
+def fts_query(terms: list[str]) -> str | None:
+    """Terms as an FTS5 OR-query of quoted strings (no query syntax can leak in)."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) if terms else None
+
+
+class MemoryStore:
+    def __init__(self, db: sqlite3.Connection, embedder: Embedder | None) -> None:
+        self.db = db
+        self.embedder = embedder
+        db.executescript(SCHEMA)
+        self._vectors: dict[str, _Vectors] = {}
+
+    # -- vectors -------------------------------------------------------------------
+    def _embed(self, text: str) -> np.ndarray | None:
+        if self.embedder is None:
+            return None
+        vec: np.ndarray = self.embedder.embed([text])[0]
+        return vec
+
+    def _owner_vectors(self, owner: str) -> _Vectors:
+        vecs = self._vectors.get(owner)
+        if vecs is None:
+            vecs = _Vectors()
+            rows = self.db.execute(
+                "SELECT id, pid, embedding FROM memories WHERE owner = ? AND embedding IS NOT NULL"
+                " ORDER BY id",
+                (owner,),
+            )
+            for r in rows:
+                vecs.add(r["id"], r["pid"], np.frombuffer(r["embedding"], dtype=np.float32))
+            self._vectors[owner] = vecs
+        return vecs
+
+    # -- CRUD ----------------------------------------------------------------------
+    def add(
+        self,
+        owner: str,
+        pid: int | None,
+        text: str,
+        tags: list[str] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        _check_text(text)
+        vec = self._embed(text)
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO memories (owner, pid, text, tags, meta, created_at, updated_at, embedding)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (
+                owner,
+                pid,
+                text,
+                json.dumps(tags or []),
+                json.dumps(meta or {}),
+                now,
+                now,
+                vec.tobytes() if vec is not None else None,
+            ),
+        )
+        mid = int(cur.lastrowid or 0)
+        self.db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, text))
+        if vec is not None and owner in self._vectors:
+            self._vectors[owner].add(mid, pid, vec)
+        return self.get(Scope(owner), mid)
+
+    def add_many(
+        self, owner: str, pid: int | None, texts: list[str], tags: list[str] | None = None
+    ) -> list[int]:
+        """Bulk insert (one embedding batch, one transaction)."""
+        for text in texts:
+            _check_text(text)
+        vecs = self.embedder.embed(texts) if self.embedder is not None else None
+        now, ids = time.time(), []
+        self.db.execute("BEGIN")
+        try:
+            for i, text in enumerate(texts):
+                blob = vecs[i].tobytes() if vecs is not None else None
+                cur = self.db.execute(
+                    "INSERT INTO memories (owner, pid, text, tags, meta, created_at, updated_at,"
+                    " embedding) VALUES (?,?,?,?,'{}',?,?,?)",
+                    (owner, pid, text, json.dumps(tags or []), now, now, blob),
+                )
+                mid = int(cur.lastrowid or 0)
+                self.db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, text))
+                ids.append(mid)
+                if vecs is not None and owner in self._vectors:
+                    self._vectors[owner].add(mid, pid, vecs[i])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return ids
+
+    def _row(self, scope: Scope, mid: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM memories WHERE id = ? AND owner = ?", (mid, scope.owner)
+        ).fetchone()
+        if row is None or not scope.allows(row["pid"]):
+            raise NotFound(f"no memory with id {mid}", param="id")
+        return row
+
+    def get(self, scope: Scope, mid: int) -> dict[str, Any]:
+        return _public(self._row(scope, mid))
+
+    def update(
+        self,
+        scope: Scope,
+        mid: int,
+        text: str | None = None,
+        tags: list[str] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        row = self._row(scope, mid)
+        if text is not None:
+            _check_text(text)
+            vec = self._embed(text)
+            self.db.execute(
+                "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', ?, ?)",
+                (mid, row["text"]),
+            )
+            self.db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, text))
+            self.db.execute(
+                "UPDATE memories SET text = ?, embedding = ? WHERE id = ?",
+                (text, vec.tobytes() if vec is not None else None, mid),
+            )
+            vecs = self._vectors.get(scope.owner)
+            if vecs is not None:
+                vecs.drop(mid)
+                if vec is not None:
+                    vecs.add(mid, row["pid"], vec)
+        if tags is not None:
+            self.db.execute("UPDATE memories SET tags = ? WHERE id = ?", (json.dumps(tags), mid))
+        if meta is not None:
+            self.db.execute("UPDATE memories SET meta = ? WHERE id = ?", (json.dumps(meta), mid))
+        self.db.execute("UPDATE memories SET updated_at = ? WHERE id = ?", (time.time(), mid))
+        return self.get(scope, mid)
+
+    def delete(self, scope: Scope, mid: int) -> dict[str, Any]:
+        row = self._row(scope, mid)
+        self.db.execute(
+            "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', ?, ?)",
+            (mid, row["text"]),
+        )
+        self.db.execute("DELETE FROM memories WHERE id = ?", (mid,))
+        vecs = self._vectors.get(scope.owner)
+        if vecs is not None:
+            vecs.drop(mid)
+        return {**_public(row), "deleted": True}
+
+    def listing(
+        self, scope: Scope, tag: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM memories WHERE owner = ?"
+        args: list[Any] = [scope.owner]
+        if scope.pid is not None:
+            sql += " AND (pid = ?" + (" OR pid IS NULL)" if scope.shared else ")")
+            args.append(scope.pid)
+        sql += " ORDER BY id DESC"
+        rows = [_public(r) for r in self.db.execute(sql, args)]
+        if tag is not None:
+            rows = [r for r in rows if tag in r["tags"]]
+        return rows[offset : offset + limit]
+
+    # -- search --------------------------------------------------------------------
+    def search(
+        self, scope: Scope, query: str, k: int = 5, tag: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Top `k` by reciprocal rank fusion of BM25 and dense similarity."""
+        pool = max(4 * k, 20)
+        ranked: dict[int, float] = {}
+        for rank, mid in enumerate(self._bm25(scope, query, pool)):
+            ranked[mid] = ranked.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        vec = self._embed(query)
+        if vec is not None:
+            for rank, mid in enumerate(self._owner_vectors(scope.owner).top(vec, scope, pool)):
+                ranked[mid] = ranked.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        out = []
+        for mid, score in sorted(ranked.items(), key=lambda kv: -kv[1]):
+            try:
+                item = self.get(scope, mid)
+            except NotFound:
+                continue
+            if tag is not None and tag not in item["tags"]:
+                continue
+            out.append({**item, "score": round(score, 6)})
+            if len(out) == k:
+                break
+        return out
+
+    def _selective(self, terms: list[str]) -> list[str]:
+        """Drop terms that occur in so many memories that ranking them costs more than
+        it tells (BM25 gives them almost no weight), as long as rarer ones remain."""
+        if len(terms) <= 1:
+            return terms
+        marks = ",".join("?" for _ in terms)
+        df = {
+            r[0]: r[1]
+            for r in self.db.execute(
+                f"SELECT term, doc FROM memories_vocab WHERE term IN ({marks})", terms
+            )
+        }
+        total = self.db.execute("SELECT max(id) FROM memories").fetchone()[0] or 0
+        limit = max(2000, total // 50)
+        rare = [t for t in terms if df.get(t, 0) <= limit]
+        return rare or sorted(terms, key=lambda t: df.get(t, 0))[:1]
+
+    def _bm25(self, scope: Scope, query: str, k: int) -> list[int]:
+        match = fts_query(self._selective(query_terms(query)))
+        if match is None:
+            return []
+        sql = (
+            "SELECT m.id FROM memories_fts f JOIN memories m ON m.id = f.rowid"
+            " WHERE memories_fts MATCH ? AND m.owner = ?"
+        )
+        args: list[Any] = [match, scope.owner]
+        if scope.pid is not None:
+            sql += " AND (m.pid = ?" + (" OR m.pid IS NULL)" if scope.shared else ")")
+            args.append(scope.pid)
+        sql += " ORDER BY bm25(memories_fts) LIMIT ?"
+        args.append(k)
+        return [int(r[0]) for r in self.db.execute(sql, args)]
+
+
+def _check_text(text: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("text must be a non-empty string", param="text")
+    if len(text) > MAX_TEXT:
+        raise InvalidRequest(f"text is longer than {MAX_TEXT} characters", param="text")
+
+
+def _public(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "owner": row["owner"],
+        "pid": row["pid"],
+        "scope": "process" if row["pid"] is not None else "shared",
+        "text": row["text"],
+        "tags": json.loads(row["tags"]),
+        "meta": json.loads(row["meta"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
