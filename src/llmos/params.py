@@ -12,7 +12,7 @@ DEFAULT_PORT = 8710
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_SLOTS = 4
 DEFAULT_CTX = 2048  # tokens one request sees; the engine's n_ctx is slots * ctx
-MAX_BODY_BYTES = 4 * 1024 * 1024  # larger request bodies get 413
+MAX_BODY_BYTES = 9 * 1024 * 1024  # larger request bodies get 413 (a file upload is up to 8 MiB)
 MAX_MESSAGES = 1024
 MAX_STOP_STRINGS = 4  # as OpenAI's API
 MAX_TOP_LOGPROBS = 20  # as OpenAI's API
@@ -24,6 +24,15 @@ MAX_QUEUE = 4096  # waiting requests, all owners; more get 429 + Retry-After
 MAX_QUEUE_PER_OWNER = 1024  # waiting requests of one owner
 POLICY_NAMES = ("fair", "fifo", "mlfq", "priority", "rr", "sjf")  # kernel/policies/
 DEFAULT_QUANTUM = 32  # rr's quantum and mlfq's base quantum, in generated tokens
+MAX_FILE_BYTES = 8 * 1024 * 1024  # one stored file; larger writes get 413
+FS_QUOTA_BYTES = 256 * 1024 * 1024  # per owner: the sum of its live files' sizes
+MAX_FILES = 100_000  # live files per owner
+MAX_FILE_VERSIONS = 100  # versions kept per path (deletions count); older ones are pruned
+MAX_PATH_BYTES = 1024  # a file path, UTF-8
+MAX_SEGMENT_BYTES = 255  # one '/'-separated part of a path, UTF-8
+MAX_SEARCH_LIMIT = 100  # results one fs.search may return
+MAX_QUERY_CHARS = 1024
+FS_PASSAGE_CHARS = 8192  # search indexes text in passages; a query's words must share one
 
 
 def default_home() -> Path:

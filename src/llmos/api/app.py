@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmos.api import errors, routes_llm, routes_memory, routes_procs
+from llmos.api import errors, routes_files, routes_llm, routes_memory, routes_procs
 from llmos.api.metrics import Metrics
 from llmos.kernel import Kernel
 
@@ -39,6 +39,7 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_llm.router)
     app.include_router(routes_procs.router)
     app.include_router(routes_memory.router)
+    app.include_router(routes_files.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmos.cli import chat, sched, tables, up
+from llmos.cli import chat, fs, sched, tables, up
 
 
 def build_app() -> typer.Typer:
@@ -24,6 +24,7 @@ def build_app() -> typer.Typer:
     app.command("info")(tables.info)
     app.command("devices")(tables.devices)
     app.command("sched")(sched.sched)
+    app.add_typer(fs.build(), name="fs")
     return app
 
 

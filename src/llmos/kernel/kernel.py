@@ -27,6 +27,7 @@ from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.kernel.request import Request
 from llmos.kernel.scheduler import Hooks, Scheduler
 from llmos.kernel.stops import StopMatcher
+from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
 from llmos.kernel.tokens import Caller, TokenStore
 from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, POLICY_NAMES, Settings
@@ -44,6 +45,7 @@ class Kernel:
         self.settings = settings
         self.devices = devices
         self.store = Store(settings.db_path)
+        self.files = FileStore(self.store.db)
         self.tokens = TokenStore(self.store)
         self.procs = ProcessTable()
         for proc in self.store.load_processes():

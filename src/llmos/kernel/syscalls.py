@@ -134,9 +134,11 @@ async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 def _more() -> tuple[Syscall, ...]:
     """Syscalls whose handlers live beside their subsystem."""
+    from llmos.kernel.fs_syscalls import FS_HANDLERS
     from llmos.kernel.mem_syscalls import MEM_HANDLERS
 
-    return tuple(Syscall(name, fn, ALL, doc) for name, fn, doc in MEM_HANDLERS)
+    handlers = (*MEM_HANDLERS, *FS_HANDLERS)
+    return tuple(Syscall(name, fn, ALL, doc) for name, fn, doc in handlers)
 
 
 TABLE: dict[str, Syscall] = {

@@ -199,15 +199,69 @@ class AsyncClient:
         state: dict[str, Any] = await self._request("PUT", _wire.SCHEDULER_PATH, body)
         return state
 
+    # -- files ---------------------------------------------------------------------
+    async def fs_write(self, path: str, data: bytes | str) -> dict[str, Any]:
+        """Store `data` (text is stored as UTF-8) at `path`, as a new version.
+        Returns the file's metadata: path, version, size, sha256, times."""
+        url = _wire.file_url(_wire.FILES_PATH, path)
+        content = _wire.file_bytes(data)
+        info: dict[str, Any] = await self._request(
+            "PUT", url, content=content, headers=_wire.OCTET_STREAM
+        )
+        return info
+
+    async def fs_read(self, path: str, version: int | None = None) -> bytes:
+        """A file's content: the current version, or `version`."""
+        url = _wire.file_url(_wire.FILES_PATH, path)
+        return _wire.content_of(await self._send("GET", url, params=_wire.version_params(version)))
+
+    async def fs_list(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Your files whose path starts with `prefix`, with their metadata."""
+        return _wire.data_of(
+            await self._request("GET", _wire.FILES_PATH, params={"prefix": prefix})
+        )
+
+    async def fs_stat(self, path: str) -> dict[str, Any]:
+        info: dict[str, Any] = await self._request(
+            "GET", _wire.file_url(_wire.FILES_META_PATH, path)
+        )
+        return info
+
+    async def fs_delete(self, path: str) -> dict[str, Any]:
+        """Delete a file; its versions stay, so `fs_rollback` can bring it back."""
+        info: dict[str, Any] = await self._request("DELETE", _wire.file_url(_wire.FILES_PATH, path))
+        return info
+
+    async def fs_versions(self, path: str) -> list[dict[str, Any]]:
+        """A file's kept versions, oldest first; deletions have `deleted: True`."""
+        url = _wire.file_url(_wire.FILES_VERSIONS_PATH, path)
+        return _wire.data_of(await self._request("GET", url))
+
+    async def fs_rollback(self, path: str, version: int) -> dict[str, Any]:
+        """Write version `version`'s content as the file's newest version."""
+        url = _wire.file_url(_wire.FILES_ROLLBACK_PATH, path)
+        info: dict[str, Any] = await self._request("POST", url, {"version": version})
+        return info
+
+    async def fs_search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Your text files with a passage holding every word of `query` (`pre*`
+        matches a prefix), best first, each with a `snippet` (matches **marked**)."""
+        params = {"q": query, "limit": limit}
+        return _wire.data_of(await self._request("GET", _wire.FILES_SEARCH_PATH, params=params))
+
     # -- plumbing ------------------------------------------------------------------
     async def _default_model(self) -> str:
         if self._model is None:
             self._model = _wire.first_model(await self.models())
         return self._model
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
+        return _wire.json_of(await self._send(method, path, json=body, **kwargs), self.url)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, json=body)
+            return await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise transport_error(self.url, exc) from exc
-        return _wire.json_of(response, self.url)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict
+from urllib.parse import quote
 
 import httpx
 
@@ -18,6 +19,12 @@ CHAT_PATH: Final = "/v1/chat/completions"
 COMPLETIONS_PATH: Final = "/v1/completions"
 PROCESSES_PATH: Final = "/v1/processes"
 SCHEDULER_PATH: Final = "/v1/sys/scheduler"
+FILES_PATH: Final = "/v1/files"
+FILES_META_PATH: Final = "/v1/files-meta"
+FILES_VERSIONS_PATH: Final = "/v1/files-versions"
+FILES_ROLLBACK_PATH: Final = "/v1/files-rollback"
+FILES_SEARCH_PATH: Final = "/v1/files-search"
+OCTET_STREAM: Final = {"Content-Type": "application/octet-stream"}
 DONE: Final = object()  # `data: [DONE]`: the stream ended normally
 
 
@@ -98,6 +105,33 @@ def scheduler_body(policy: str | None, knobs: SchedulerKnobs) -> dict[str, Any]:
     if "weights" in body:
         body["weights"] = dict(body["weights"])
     return body
+
+
+def file_url(route: str, path: str) -> str:
+    """`route/path`, the path percent-encoded part by part. `.` and `..` parts are
+    encoded too, so no HTTP client resolves them away: the kernel judges the path
+    exactly as given."""
+    try:
+        parts = [quote(part, safe="") for part in path.split("/")]
+    except UnicodeEncodeError:
+        raise ApiError(400, "path must be valid Unicode text", "path", "invalid_value") from None
+    return route + "/" + "/".join(p.replace(".", "%2E") if p in (".", "..") else p for p in parts)
+
+
+def file_bytes(data: bytes | str) -> bytes:
+    """A file's content: text is stored as UTF-8."""
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def version_params(version: int | None) -> dict[str, int]:
+    return {} if version is None else {"version": int(version)}
+
+
+def content_of(response: httpx.Response) -> bytes:
+    """The body of a successful raw (non-JSON) response, or the ApiError sent."""
+    if response.is_error:
+        raise error_from_response(response)
+    return response.content
 
 
 def json_of(response: httpx.Response, url: str) -> Any:

@@ -1,0 +1,132 @@
+"""The `fs.*` syscalls: thin handlers that check argument types and call the
+FileStore (storage.py) in the caller's owner namespace. Arguments and results are
+plain JSON: bytes travel as base64 (`content_b64`).
+
+syscalls.py registers FS_HANDLERS; this module may not import it at run time
+(that would be an import cycle), so the table takes (name, handler, doc) triples."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+from llmos.errors import InvalidRequest, Killed
+from llmos.kernel.tokens import Caller
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+    from llmos.kernel.syscalls import Handler
+
+
+def _owner(k: Kernel, c: Caller) -> str:
+    """The namespace a caller's files live in: its owner's. A process acts for its
+    owner while it lives; a killed or exited process's token touches nothing."""
+    if c.pid is not None:
+        proc = k.procs.find(c.pid)
+        if proc is None or not proc.state.alive:
+            raise Killed(f"process {c.pid} has ended", param="pid")
+    return c.owner
+
+
+def _str(a: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = a.get(key)
+    value = default if value is None else value
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{key} must be a string", param=key)
+    return value
+
+
+def _int(a: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = a.get(key)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{key} must be an integer", param=key)
+    return value
+
+
+def _version(a: dict[str, Any]) -> int:
+    version = _int(a, "version")
+    if version < 1:
+        raise InvalidRequest("version must be 1 or more", param="version")
+    return version
+
+
+def _opt_version(a: dict[str, Any]) -> int | None:
+    return None if a.get("version") is None else _version(a)
+
+
+def _content(a: dict[str, Any]) -> bytes:
+    """Exactly one of `content` (text, stored as UTF-8) or `content_b64` (bytes)."""
+    text, b64 = a.get("content"), a.get("content_b64")
+    if (text is None) == (b64 is None):
+        raise InvalidRequest("give exactly one of content or content_b64", param="content")
+    if text is not None:
+        if not isinstance(text, str):
+            raise InvalidRequest("content must be a string", param="content")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("content must be valid Unicode text", param="content") from None
+    if not isinstance(b64, str):
+        raise InvalidRequest("content_b64 must be a base64 string", param="content_b64")
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("content_b64 is not valid base64", param="content_b64") from None
+
+
+async def _fs_write(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.write(_owner(k, c), _str(a, "path"), _content(a))
+
+
+async def _fs_read(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    info, data = k.files.fetch(_owner(k, c), _str(a, "path"), _opt_version(a))
+    try:
+        text: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "path": info["path"],
+        "version": info["version"],
+        "size": info["size"],
+        "sha256": info["sha256"],
+        "content": text,
+        "content_b64": base64.b64encode(data).decode("ascii"),
+    }
+
+
+async def _fs_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.list(_owner(k, c), _str(a, "prefix", ""))
+
+
+async def _fs_stat(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.stat(_owner(k, c), _str(a, "path"))
+
+
+async def _fs_delete(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.delete(_owner(k, c), _str(a, "path"))
+
+
+async def _fs_versions(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.versions(_owner(k, c), _str(a, "path"))
+
+
+async def _fs_rollback(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.rollback(_owner(k, c), _str(a, "path"), _version(a))
+
+
+async def _fs_search(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.files.search(_owner(k, c), _str(a, "query"), _int(a, "limit", 10))
+
+
+FS_HANDLERS: tuple[tuple[str, Handler, str], ...] = (
+    ("fs.write", _fs_write, "store a file (content text or content_b64); a new version"),
+    ("fs.read", _fs_read, "a file's content, current or an older version"),
+    ("fs.list", _fs_list, "the caller's files under a path prefix"),
+    ("fs.stat", _fs_stat, "a file's size, hash, version and times"),
+    ("fs.delete", _fs_delete, "delete a file (a tombstone version: rollback undoes it)"),
+    ("fs.versions", _fs_versions, "a file's kept versions, deletions included"),
+    ("fs.rollback", _fs_rollback, "write an older version's content as the newest"),
+    ("fs.search", _fs_search, "full-text search of the caller's text files, best first"),
+)
