@@ -139,3 +139,26 @@ async def test_conversation_pages_out_and_recalls(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         await k.call("conv.context", bob, {"pid": pid})
     await k.stop()
+
+
+async def test_conversations_and_files_survive_a_restart(tmp_path: Path) -> None:
+    k = await boot(tmp_path)
+    token = k.tokens.issue("alice", "user")[0]
+    alice = k.authenticate(token)
+    pid = (await k.call("proc.spawn", alice, {"name": "c"}))["pid"]
+    await k.call("conv.core", alice, {"pid": pid, "pinned": ["likes tea"]})
+    await reply(await k.call("conv.send", alice, {"pid": pid, "content": "hi", "max_tokens": 5}))
+    await k.call("fs.write", alice, {"path": "notes/a.txt", "content": "kept across restarts"})
+    await k.stop()
+    k2 = await boot(tmp_path)
+    alice2 = k2.authenticate(token)
+    assert len(await k2.call("conv.history", alice2, {"pid": pid})) == 2
+    assert (await k2.call("conv.core", alice2, {"pid": pid}))["pinned"] == ["likes tea"]
+    assert (await k2.call("conv.context", alice2, {"pid": pid}))["parts"]
+    read = await k2.call("fs.read", alice2, {"path": "notes/a.txt"})
+    assert read["content"] == "kept across restarts"
+    await reply(
+        await k2.call("conv.send", alice2, {"pid": pid, "content": "again", "max_tokens": 5})
+    )
+    assert len(await k2.call("conv.history", alice2, {"pid": pid})) == 4
+    await k2.stop()
