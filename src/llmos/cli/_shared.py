@@ -4,7 +4,7 @@ one way to fail, and value formatting for tables."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
@@ -51,6 +51,21 @@ def connect(url: str | None, token: str | None) -> Iterator[Client]:
         )
     except ApiError as exc:
         fail(exc.message)
+
+
+def echo_stream(deltas: Iterable[str]) -> None:
+    """Print a reply's deltas as they arrive, then end the line. A failure mid-reply
+    ends the partial line first, so the error (from `connect`) is a line of its own."""
+    started = False
+    try:
+        for delta in deltas:
+            started = True
+            typer.echo(delta, nl=False)
+    except ApiError:
+        if started:
+            typer.echo()
+        raise
+    typer.echo()
 
 
 def console() -> Console:

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmos.cli._shared import TokenOption, UrlOption, connect, fail
-from llmos.sdk import ApiError
+from llmos.cli._shared import TokenOption, UrlOption, connect, echo_stream
 
 
 def chat(
@@ -42,13 +41,4 @@ def chat(
         if not stream:
             typer.echo(client.chat(messages, **options).text)
             return
-        started = False
-        try:
-            for delta in client.stream(messages, **options):
-                started = True
-                typer.echo(delta, nl=False)
-        except ApiError as exc:
-            if started:
-                typer.echo()  # end the partial reply before the error line
-            fail(exc.message)
-        typer.echo()
+        echo_stream(client.stream(messages, **options))

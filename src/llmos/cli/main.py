@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmos.cli import chat, fs, sched, tables, up
+from llmos.cli import chat, conv, fs, mem, sched, tables, up
 
 
 def build_app() -> typer.Typer:
@@ -18,6 +18,8 @@ def build_app() -> typer.Typer:
     )
     app.command("up")(up.up)
     app.command("chat")(chat.chat)
+    app.command("talk")(conv.talk)
+    app.command("context")(conv.context)
     app.command("ps")(tables.ps)
     app.command("spawn")(tables.spawn)
     app.command("kill")(tables.kill)
@@ -25,6 +27,7 @@ def build_app() -> typer.Typer:
     app.command("devices")(tables.devices)
     app.command("sched")(sched.sched)
     app.add_typer(fs.build(), name="fs")
+    app.add_typer(mem.build(), name="mem")
     return app
 
 

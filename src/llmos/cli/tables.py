@@ -77,6 +77,9 @@ def spawn(
         int | None,
         typer.Option(help="Most tokens in and out, in all; then 403.", show_default=False),
     ] = None,
+    memory_shared: Annotated[
+        bool, typer.Option(help="It may also read and write your shared memories.")
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -86,7 +89,11 @@ def spawn(
     `LLMOS_TOKEN=$token python agent.py` accounts the agent's requests to the process."""
     with connect(url, token) as client:
         proc = client.spawn(
-            name, priority, max_concurrent=max_concurrent, token_budget=token_budget
+            name,
+            priority,
+            max_concurrent=max_concurrent,
+            token_budget=token_budget,
+            memory_shared=memory_shared,
         )
     typer.echo(f"pid={proc['pid']}\ntoken={proc['token']}")
 

@@ -24,6 +24,8 @@ FILES_META_PATH: Final = "/v1/files-meta"
 FILES_VERSIONS_PATH: Final = "/v1/files-versions"
 FILES_ROLLBACK_PATH: Final = "/v1/files-rollback"
 FILES_SEARCH_PATH: Final = "/v1/files-search"
+MEMORIES_PATH: Final = "/v1/memories"
+MEMORIES_SEARCH_PATH: Final = "/v1/memories/search"
 OCTET_STREAM: Final = {"Content-Type": "application/octet-stream"}
 DONE: Final = object()  # `data: [DONE]`: the stream ended normally
 
@@ -38,6 +40,18 @@ class SchedulerKnobs(TypedDict, total=False):
     preempt_margin: int | None
     sjf_aging_tokens_per_s: float | None
     weights: Mapping[str, float] | None  # fair's share per owner
+
+
+class MessageParams(TypedDict, total=False):
+    """What `send` / `send_stream` may set for one turn (unset = the kernel's default;
+    max_tokens defaults to 256 there)."""
+
+    model: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop: str | Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,12 @@ def body_of(
 
 
 def spawn_body(
-    name: str, priority: int, *, max_concurrent: int | None, token_budget: int | None
+    name: str,
+    priority: int,
+    *,
+    max_concurrent: int | None,
+    token_budget: int | None,
+    memory_shared: bool = False,
 ) -> dict[str, Any]:
     """POST /v1/processes; quotas left unset are unlimited."""
     body: dict[str, Any] = {"name": name, "priority": priority}
@@ -94,7 +113,79 @@ def spawn_body(
         body["max_concurrent"] = max_concurrent
     if token_budget is not None:
         body["token_budget"] = token_budget
+    if memory_shared:
+        body["memory_shared"] = True
     return body
+
+
+def process_url(pid: int, part: str = "") -> str:
+    """`/v1/processes/{pid}`, or one of its sub-resources (`messages`, `context`...)."""
+    url = f"{PROCESSES_PATH}/{int(pid)}"
+    return f"{url}/{part}" if part else url
+
+
+def message_body(content: str, params: MessageParams, *, stream: bool = False) -> dict[str, Any]:
+    """POST /v1/processes/{pid}/messages: only the new turn; the kernel keeps the rest."""
+    body: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        body["stop"] = list(stop)
+    body["content"] = content
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def core_body(system: str | None, pinned: Sequence[str] | None) -> dict[str, Any]:
+    """PUT /v1/processes/{pid}/core: only what is being changed."""
+    body: dict[str, Any] = {}
+    if system is not None:
+        body["system"] = system
+    if pinned is not None:
+        body["pinned"] = list(pinned)
+    return body
+
+
+def memory_url(mid: int) -> str:
+    return f"{MEMORIES_PATH}/{int(mid)}"
+
+
+def memory_body(
+    text: str | None,
+    *,
+    tags: Sequence[str] | None,
+    meta: Mapping[str, Any] | None,
+    shared: bool = False,
+    pid: int | None = None,
+) -> dict[str, Any]:
+    """POST /v1/memories and PATCH /v1/memories/{id}: fields left unset are not sent
+    (on PATCH: left as they are)."""
+    body: dict[str, Any] = {}
+    if text is not None:
+        body["text"] = text
+    if tags is not None:
+        body["tags"] = list(tags)
+    if meta is not None:
+        body["meta"] = dict(meta)
+    if shared:
+        body["shared"] = True
+    if pid is not None:
+        body["pid"] = int(pid)
+    return body
+
+
+def memory_search_body(query: str, k: int, tag: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": query, "k": k}
+    if tag is not None:
+        body["tag"] = tag
+    return body
+
+
+def memory_list_params(tag: str | None, limit: int, offset: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if tag is not None:
+        params["tag"] = tag
+    return params
 
 
 def scheduler_body(policy: str | None, knobs: SchedulerKnobs) -> dict[str, Any]:
