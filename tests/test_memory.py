@@ -66,7 +66,7 @@ async def test_owners_and_processes_are_isolated(tmp_path: Path) -> None:
     k = await boot(tmp_path)
     alice, bob = user(k, "alice"), user(k, "bob")
     secret = await k.call("mem.add", alice, {"text": "alice's bank PIN is 9921"})
-    assert await k.call("mem.search", bob, {"query": "bank PIN"}) == []
+    assert await k.call("mem.search", bob, {"query": "bank PIN"}) == []  # nothing of his
     with pytest.raises(NotFound):
         await k.call("mem.get", bob, {"id": secret["id"]})
     with pytest.raises(NotFound):
@@ -76,9 +76,11 @@ async def test_owners_and_processes_are_isolated(tmp_path: Path) -> None:
     p_closed, p_open = k.authenticate(closed["token"]), k.authenticate(open_["token"])
     own = await k.call("mem.add", p_closed, {"text": "closed process scratch note about whales"})
     assert own["scope"] == "process" and own["pid"] == closed["pid"]
-    assert await k.call("mem.search", p_closed, {"query": "bank PIN"}) == []  # not granted
+    seen = await k.call("mem.search", p_closed, {"query": "bank PIN"})
+    assert secret["id"] not in [m["id"] for m in seen]  # not granted
     assert (await k.call("mem.search", p_open, {"query": "bank PIN"}))[0]["id"] == secret["id"]
-    assert await k.call("mem.search", p_open, {"query": "whales"}) == []  # another process's
+    seen = await k.call("mem.search", p_open, {"query": "whales"})
+    assert own["id"] not in [m["id"] for m in seen]  # another process's
     with pytest.raises(InvalidRequest):
         await k.call("mem.add", p_closed, {"text": "x", "shared": True})
     shared = await k.call("mem.add", p_open, {"text": "shared fact about owls", "shared": True})

@@ -47,7 +47,7 @@ PER_MESSAGE = 6  # template tokens around each message (ChatML: <|im_start|>role
 RECALL_SHARE = 0.25  # of the budget kept for recalled memories
 LOW_WATER = 0.6  # when the window overflows, shrink it to this share of its budget
 MAX_PINNED = 32
-RECALL_K = 8
+RECALL_K = 16
 
 
 @dataclass

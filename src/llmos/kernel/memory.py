@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, 
 
 MAX_TEXT = 64 * 1024
 RRF_K = 60
-MIN_SIMILARITY = 0.2  # dense hits below this cosine are noise, not meaning
+MIN_SIMILARITY = 0.05  # dense hits below this cosine are noise, not meaning
+RELATIVE_CUT = 0.5  # ... and so are hits below half the best hit's cosine
+RARE_SHARE = 0.02  # BM25 uses only terms found in at most this share of memories
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
     [
@@ -118,41 +120,51 @@ class Scope:
         return pid == self.pid or (pid is None and self.shared)
 
 
-@dataclass
 class _Vectors:
-    ids: list[int] = field(default_factory=list)
-    pids: list[int] = field(default_factory=list)  # -1 for shared
-    rows: list[np.ndarray] = field(default_factory=list)
-    matrix: np.ndarray | None = None
+    """One owner's vectors as a growable matrix (rows appended in place)."""
+
+    def __init__(self, dim: int = 0) -> None:
+        self.ids: list[int] = []
+        self.pids: list[int] = []  # -1 for shared
+        self.matrix = np.zeros((0, dim), dtype=np.float32)
 
     def add(self, mid: int, pid: int | None, vec: np.ndarray) -> None:
+        n = len(self.ids)
+        if self.matrix.shape[1] != vec.shape[0]:
+            self.matrix = np.zeros((max(16, n), vec.shape[0]), dtype=np.float32)
+        if n == self.matrix.shape[0]:  # grow by doubling: amortised O(1) per add
+            grown = np.zeros((max(16, 2 * n), self.matrix.shape[1]), dtype=np.float32)
+            grown[:n] = self.matrix[:n]
+            self.matrix = grown
+        self.matrix[n] = vec
         self.ids.append(mid)
         self.pids.append(-1 if pid is None else pid)
-        self.rows.append(vec)
-        self.matrix = None
 
     def drop(self, mid: int) -> None:
         if mid in self.ids:
             i = self.ids.index(mid)
-            del self.ids[i], self.pids[i], self.rows[i]
-            self.matrix = None
+            n = len(self.ids)
+            self.matrix[i : n - 1] = self.matrix[i + 1 : n]
+            del self.ids[i], self.pids[i]
 
     def top(self, query: np.ndarray, scope: Scope, k: int) -> list[int]:
-        if not self.ids:
+        n = len(self.ids)
+        if not n:
             return []
-        if self.matrix is None:
-            self.matrix = np.vstack(self.rows).astype(np.float32)
-        sims = self.matrix @ query
+        sims = self.matrix[:n] @ query
         if scope.pid is not None:
             pids = np.asarray(self.pids)
             allowed = pids == scope.pid
             if scope.shared:
                 allowed |= pids == -1
             sims = np.where(allowed, sims, -np.inf)
-        k = min(k, len(self.ids))
+        k = min(k, n)
         best = np.argpartition(-sims, k - 1)[:k]
         best = best[np.argsort(-sims[best])]
-        return [self.ids[i] for i in best if sims[i] >= MIN_SIMILARITY]
+        # Keep hits near the best one: absolute cosines of static embeddings are low
+        # even for true paraphrases, so the cut is relative.
+        floor = max(MIN_SIMILARITY, RELATIVE_CUT * float(sims[best[0]]))
+        return [self.ids[i] for i in best if sims[i] >= floor]
 
 
 def query_terms(text: str) -> list[str]:
@@ -332,7 +344,7 @@ class MemoryStore:
         ranked: dict[int, float] = {}
         for rank, mid in enumerate(self._bm25(scope, query, pool)):
             ranked[mid] = ranked.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        vec = self._embed(query)
+        vec = self._embed(" ".join(query_terms(query)) or query)  # content words only
         if vec is not None:
             for rank, mid in enumerate(self._owner_vectors(scope.owner).top(vec, scope, pool)):
                 ranked[mid] = ranked.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
@@ -362,7 +374,7 @@ class MemoryStore:
             )
         }
         total = self.db.execute("SELECT max(id) FROM memories").fetchone()[0] or 0
-        limit = max(2000, total // 50)
+        limit = max(1, int(total * RARE_SHARE))
         rare = [t for t in terms if df.get(t, 0) <= limit]
         return rare or sorted(terms, key=lambda t: df.get(t, 0))[:1]
 
