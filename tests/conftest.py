@@ -21,6 +21,8 @@ from llmos.api import create_app
 from llmos.devices import Device, LlamaCppDevice, MockDevice, OpenAIHttpDevice, default_model_path
 from llmos.kernel import Kernel
 from llmos.params import Settings
+from llmos.sdk import Client
+from tests import _live_server as _live
 from tests._llama_server import llama_server
 
 ADMIN = "test-admin-token"
@@ -113,3 +115,16 @@ def live(
         finally:
             server.should_exit = True
             thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_live.LiveServer]:
+    """A live llmos server on the mock device, one per test module (SDK/CLI tests)."""
+    with _live.live_server(tmp_path_factory.mktemp("llmos-home")) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server: _live.LiveServer) -> Iterator[Client]:
+    with Client(server.url, server.token) as c:
+        yield c

@@ -3,7 +3,6 @@ mock device."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,7 @@ import llmos.api.server
 from llmos.cli.main import build_app
 from llmos.params import DEFAULT_QUANTUM, POLICY_NAMES, Settings
 from llmos.sdk import Client
-from tests._live_server import MODEL, LiveServer, closed_port_url, live_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("llmos-home")) as live:
-        yield live
-
-
-@pytest.fixture
-def client(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url, server.token) as c:
-        yield c
+from tests._live_server import MODEL, LiveServer, closed_port_url
 
 
 def run(*args: str) -> Result:

@@ -4,27 +4,13 @@ live kernel on the mock device (its tokens are characters)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
 from llmos.cli.main import build_app
 from llmos.sdk import Client
-from tests._live_server import LiveServer, live_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("llmos-home")) as live:
-        yield live
-
-
-@pytest.fixture
-def client(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url, server.token) as c:
-        yield c
+from tests._live_server import LiveServer
 
 
 def against(server: LiveServer, *args: str, input: str | None = None) -> Result:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 
@@ -16,19 +15,7 @@ import llmos.sdk
 from llmos import LlmosError
 from llmos.params import DEFAULT_QUANTUM, POLICY_NAMES
 from llmos.sdk import ApiError, AsyncClient, ChatResult, Client, KernelUnreachable
-from tests._live_server import MODEL, LiveServer, closed_port_url, live_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("llmos-home")) as live:
-        yield live
-
-
-@pytest.fixture
-def client(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url, server.token) as c:
-        yield c
+from tests._live_server import MODEL, LiveServer, closed_port_url
 
 
 def test_public_surface_is_pinned() -> None:

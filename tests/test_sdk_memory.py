@@ -12,21 +12,9 @@ import pytest
 
 from llmos.params import DEFAULT_PRIORITY
 from llmos.sdk import ApiError, AsyncClient, ChatResult, Client
-from tests._live_server import MODEL, LiveServer, live_server
+from tests._live_server import MODEL, LiveServer
 
 PARTS = ["core", "recent_turns", "recalled", "new_turn"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("llmos-home")) as live:
-        yield live
-
-
-@pytest.fixture
-def client(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url, server.token) as c:
-        yield c
 
 
 @pytest.fixture
