@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from llmos.errors import InvalidRequest, LlmosError, NotFound, PayloadTooLarge, QuotaExceeded
-from llmos.kernel.storage import FileStore, check_path, fts_query, passages
+from llmos.kernel.fspaths import check_path, fts_query, passages
+from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
 from llmos.params import FS_PASSAGE_CHARS, MAX_FILE_BYTES, MAX_SEARCH_LIMIT
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from llmos.devices.base import Device
 from llmos.errors import InvalidRequest
-from llmos.kernel.memory import MemoryStore, Scope
+from llmos.kernel.memindex import Scope
+from llmos.kernel.memory import MemoryStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conv_core (

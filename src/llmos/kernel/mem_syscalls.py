@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest, Killed
 from llmos.kernel import prompts
-from llmos.kernel.memory import Scope
+from llmos.kernel.memindex import Scope
 from llmos.kernel.request import Request
 from llmos.kernel.tokens import Caller
 

@@ -28,8 +28,15 @@ from itertools import islice
 from typing import Any
 
 from llmos.errors import InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded, Unavailable
+from llmos.kernel.fspaths import (
+    bad_char,
+    check_path,
+    fts_query,
+    owner_key,
+    passages,
+    text_of,
+)
 from llmos.params import (
-    FS_PASSAGE_CHARS,
     FS_QUOTA_BYTES,
     MAX_FILE_BYTES,
     MAX_FILE_VERSIONS,
@@ -37,7 +44,6 @@ from llmos.params import (
     MAX_PATH_BYTES,
     MAX_QUERY_CHARS,
     MAX_SEARCH_LIMIT,
-    MAX_SEGMENT_BYTES,
 )
 
 Info = dict[str, Any]
@@ -76,96 +82,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
 # the square of the text it looks at, so a whole 8 MiB file would stall the loop for
 # minutes. A file's passages share its rowid's high bits.
 PASSAGE_BITS = 20
-
-# Characters no path may hold: controls (NUL included), lone surrogates, line and
-# paragraph separators, and the bidi overrides that make a listing lie.
-_BAD_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _bad_char(text: str) -> str | None:
-    for ch in text:
-        if ch in _BIDI or unicodedata.category(ch) in _BAD_CATEGORIES:
-            return ch
-    return None
-
-
-def check_path(path: object) -> str:
-    """The one place path rules live: a relative POSIX key of non-empty segments,
-    none `.` or `..`, no backslashes or control characters, bounded in length."""
-    if not isinstance(path, str):
-        raise InvalidRequest("path must be a string", param="path")
-    if not path:
-        raise InvalidRequest("path must not be empty", param="path")
-    if len(path) > MAX_PATH_BYTES:  # cheap bound before looking at every character
-        raise InvalidRequest(f"path is longer than {MAX_PATH_BYTES} bytes", param="path")
-    bad = _bad_char(path)
-    if bad is not None:
-        raise InvalidRequest(
-            f"path must not contain control character U+{ord(bad):04X}", param="path"
-        )
-    if "\\" in path:
-        raise InvalidRequest("path must separate parts with '/', not '\\'", param="path")
-    if path.startswith("/"):
-        raise InvalidRequest(f"path must be relative, not {path!r}", param="path")
-    if len(path.encode()) > MAX_PATH_BYTES:
-        raise InvalidRequest(f"path is longer than {MAX_PATH_BYTES} bytes", param="path")
-    for part in path.split("/"):
-        if not part:
-            raise InvalidRequest(
-                f"path must not have empty parts ('//' or a trailing '/'): {path!r}", param="path"
-            )
-        if part in (".", ".."):
-            raise InvalidRequest(f"path must not contain {part!r} parts: {path!r}", param="path")
-        if len(part.encode()) > MAX_SEGMENT_BYTES:
-            raise InvalidRequest(
-                f"each part of a path must be at most {MAX_SEGMENT_BYTES} bytes", param="path"
-            )
-    return path
-
-
-def fts_query(text: str) -> str:
-    """A user's words as an FTS5 query that cannot be a syntax error: each word a
-    quoted string (so AND, NEAR, column filters and quotes are plain text), all of
-    them required; a trailing `*` keeps its meaning of a prefix search. Words with
-    no letter or digit (which FTS5 would drop) are left out."""
-    clean = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-    terms = []
-    for word in clean.split():
-        if not any(ch.isalnum() for ch in word):
-            continue
-        stem = word.rstrip("*")  # not empty: the word has a letter or digit
-        star = "*" if stem != word else ""
-        terms.append('"' + stem.replace('"', '""') + '"' + star)
-    return " ".join(terms)
-
-
-def owner_key(owner: str) -> str:
-    """The one-token tag of an owner's passages: a search looks up only its
-    caller's passages in the index (and checks the owner of each hit besides)."""
-    return "o" + hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def passages(text: str, size: int = FS_PASSAGE_CHARS) -> Iterator[str]:
-    """`text` in pieces of at most `size` characters, cut at whitespace where there
-    is some in the second half of a piece, so words stay whole."""
-    start = 0
-    while start < len(text):
-        end = min(start + size, len(text))
-        if end < len(text):
-            cut = max(
-                text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end)
-            )
-            end = cut + 1 if cut > start else end
-        yield text[start:end]
-        start = end
-
-
-def _text_of(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 class FileStore:
@@ -210,7 +126,7 @@ class FileStore:
             raise InvalidRequest(
                 f"prefix must be a string of at most {MAX_PATH_BYTES} characters", param="prefix"
             )
-        if _bad_char(prefix) is not None:
+        if bad_char(prefix) is not None:
             raise InvalidRequest("prefix must not contain control characters", param="prefix")
         rows = self.db.execute(
             "SELECT * FROM files WHERE owner = ? AND deleted = 0"
@@ -362,7 +278,7 @@ class FileStore:
                 "SELECT id FROM files WHERE owner = ? AND path = ?", (owner, path)
             ).fetchone()[0]
             self._unindex(file_id)
-            text = _text_of(data)
+            text = text_of(data)
             if text is not None:
                 self._index(file_id, owner, path, text)
         return {
