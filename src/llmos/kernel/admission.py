@@ -25,7 +25,7 @@ class Admission:
     def retry_after(self, ahead: int) -> int:
         return max(1, math.ceil((ahead + 1) * self.service_s / self.slots))
 
-    def admit(self, proc: Process, prompt_tokens: int) -> None:
+    def admit(self, proc: Process) -> None:
         """Raise if this process may not queue one more request now."""
         if proc.token_budget is not None and proc.tokens_in + proc.tokens_out >= proc.token_budget:
             raise QuotaExceeded(

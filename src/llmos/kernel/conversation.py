@@ -147,8 +147,8 @@ class Conversations:
     # -- assembling a prompt ---------------------------------------------------------
     async def assemble(
         self, dev: Device, owner: str, pid: int, content: str, max_tokens: int
-    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
-        """Store the new user turn; return the messages to send and the view."""
+    ) -> tuple[list[int], dict[str, Any]]:
+        """Store the new user turn; return the prompt's token ids and the view."""
         budget = dev.context_length - max_tokens
         core = self.core(pid)
         core_text = self._core_text(core)
@@ -168,8 +168,8 @@ class Conversations:
         while True:  # estimates were used above: check the real prompt, shrink if needed
             window = [t for t in self.turns(pid, start) if t.idx != new.idx]
             messages = self._messages(core_text, window, recalled, content)
-            prompt_tokens = len(await dev.tokenize(await dev.render_chat(messages)))
-            if prompt_tokens <= budget or not (window or recalled):
+            ids = await dev.tokenize(await dev.render_chat(messages))
+            if len(ids) <= budget or not (window or recalled):
                 break
             if not window:
                 recalled.pop()
@@ -201,8 +201,9 @@ class Conversations:
                 {"part": "new_turn", "turn": new.idx, "tokens": new_tokens},
             ],
             "paged_out_turns": start,
+            "prompt_tokens": len(ids),
         }
-        return messages, view
+        return ids, view
 
     @staticmethod
     def _messages(

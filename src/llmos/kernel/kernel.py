@@ -53,9 +53,9 @@ class Kernel:
         self.memory = MemoryStore(self.store.db, LazyEmbedder())
         self.conversations = Conversations(self.store.db, self.memory)
         self.predictor = OutputPredictor()
-        self.sched_config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
+        config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
         hooks = Hooks(self._on_start, self._on_yield, self._on_finish)
-        self.scheduler = Scheduler(devices, settings.policy, self.sched_config, hooks)
+        self.scheduler = Scheduler(devices, settings.policy, config, hooks)
         self.admission = Admission(
             settings.max_queue, settings.max_queue_per_owner, sum(d.slots for d in devices)
         )
@@ -207,9 +207,9 @@ class Kernel:
     async def submit(self, caller: Caller, kind: str, args: dict[str, Any]) -> Request:
         dev = self.device_for(args.get("model"))
         build = prompts.chat_snapshot if kind == "chat" else prompts.completion_snapshot
-        snapshot, text = await build(dev, args)
+        snapshot = await build(dev, args)
         proc = self.process_of(caller)  # after validation: bad input creates nothing
-        return self.enqueue(proc, dev, kind, snapshot, text)
+        return self.enqueue(proc, dev, kind, snapshot)
 
     def enqueue(
         self,
@@ -217,18 +217,16 @@ class Kernel:
         dev: Device,
         kind: str,
         snapshot: Snapshot,
-        text: str,
         conversation: bool = False,
     ) -> Request:
         """Admit a built request for `proc` and put it on the run queue."""
-        self.admission.admit(proc, len(snapshot.prompt_ids))
+        self.admission.admit(proc)
         req = Request(
             pid=proc.pid,
             owner=proc.owner,
             model=dev.model,
             kind=kind,
             snapshot=snapshot,
-            prompt_text=text,
             priority=proc.priority,
             session=str(proc.pid),
             matcher=StopMatcher(snapshot.params.stop),
@@ -292,6 +290,10 @@ class Kernel:
             except Exception:  # a broken observer must not break accounting
                 log.exception("telemetry listener failed")
 
+    @property
+    def sched_config(self) -> SchedConfig:
+        return self.scheduler.config
+
     def sched_info(self) -> dict[str, Any]:
         s = self.scheduler
         c = self.sched_config
@@ -322,7 +324,6 @@ class Kernel:
         config = dataclasses.replace(self.sched_config, **changes)
         config.validate()
         self.scheduler.set_policy(name, config)
-        self.sched_config = config
         return self.sched_info()
 
     def info(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from llmos.kernel import prompts
 from llmos.kernel.memindex import Scope
 from llmos.kernel.request import Request
 from llmos.kernel.tokens import Caller
+from llmos.types import Snapshot
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -117,13 +118,11 @@ async def conv_send(k: Kernel, c: Caller, a: dict[str, Any]) -> Request:
             f"max_tokens must leave room for the conversation: at most {dev.context_length // 2}",
             param="max_tokens",
         )
-    messages, view = await k.conversations.assemble(dev, proc.owner, pid, content, max_tokens)
-    snapshot, text = await prompts.chat_snapshot(
-        dev, {**a, "messages": messages, "max_tokens": max_tokens}
-    )
-    view["prompt_tokens"] = len(snapshot.prompt_ids)
+    ids, view = await k.conversations.assemble(dev, proc.owner, pid, content, max_tokens)
+    max_tokens = prompts.budget(len(ids), max_tokens, dev.context_length, "content")
     k.conversations.save_view(pid, view)
-    return k.enqueue(proc, dev, "chat", snapshot, text, conversation=True)
+    snapshot = Snapshot(ids, prompts.sampling(a, max_tokens))
+    return k.enqueue(proc, dev, "chat", snapshot, conversation=True)
 
 
 async def conv_context(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:

@@ -127,18 +127,17 @@ def budget(prompt_len: int, max_tokens: Any, ctx: int, field: str) -> int:
     return max_tokens
 
 
-async def chat_snapshot(dev: Device, args: dict[str, Any]) -> tuple[Snapshot, str]:
+async def chat_snapshot(dev: Device, args: dict[str, Any]) -> Snapshot:
     messages = normalize_messages(args.get("messages"))
     if not getattr(dev, "token_ids", True):
         max_tokens = budget(0, args.get("max_tokens"), dev.context_length, "messages")
-        return Snapshot([], sampling(args, max_tokens), messages=messages), ""
-    text = await dev.render_chat(messages)
-    ids = await dev.tokenize(text)
+        return Snapshot([], sampling(args, max_tokens), messages=messages)
+    ids = await dev.tokenize(await dev.render_chat(messages))
     max_tokens = budget(len(ids), args.get("max_tokens"), dev.context_length, "messages")
-    return Snapshot(ids, sampling(args, max_tokens)), text
+    return Snapshot(ids, sampling(args, max_tokens))
 
 
-async def completion_snapshot(dev: Device, args: dict[str, Any]) -> tuple[Snapshot, str]:
+async def completion_snapshot(dev: Device, args: dict[str, Any]) -> Snapshot:
     prompt = args.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -146,15 +145,14 @@ async def completion_snapshot(dev: Device, args: dict[str, Any]) -> tuple[Snapsh
         if not getattr(dev, "token_ids", True):
             messages = [{"role": "user", "content": prompt}]
             max_tokens = budget(0, args.get("max_tokens"), dev.context_length, "prompt")
-            return Snapshot([], sampling(args, max_tokens), messages=messages), prompt
+            return Snapshot([], sampling(args, max_tokens), messages=messages)
         ids = await dev.tokenize(prompt) if prompt else []
-        text = prompt
     elif (
         isinstance(prompt, list)
         and prompt
         and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
     ):
-        ids, text = list(prompt), ""
+        ids = list(prompt)
     else:
         raise InvalidRequest(
             "prompt must be a string or a non-empty list of token ids (n=1)", param="prompt"
@@ -162,4 +160,4 @@ async def completion_snapshot(dev: Device, args: dict[str, Any]) -> tuple[Snapsh
     if not ids:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     max_tokens = budget(len(ids), args.get("max_tokens", 16), dev.context_length, "prompt")
-    return Snapshot(ids, sampling(args, max_tokens)), text
+    return Snapshot(ids, sampling(args, max_tokens))

@@ -65,7 +65,6 @@ class Request:
     model: str
     kind: str  # "chat" | "completion"
     snapshot: Snapshot
-    prompt_text: str = ""
     id: str = field(default_factory=lambda: f"req-{next(_ids)}")
     state: ReqState = ReqState.WAITING
     priority: int = 20
