@@ -4,9 +4,6 @@ llmos server on the embedded SmolLM2 model (uvicorn on 127.0.0.1, one per sessio
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from llmos.api import create_app
 from llmos.devices import Device, LlamaCppDevice, MockDevice, OpenAIHttpDevice, default_model_path
@@ -27,12 +23,6 @@ from tests._llama_server import llama_server
 
 ADMIN = "test-admin-token"
 MODEL = "SmolLM2-135M-Instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -70,19 +60,6 @@ class LiveServer:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def _serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("llmos test server did not start")
-        time.sleep(0.05)
-    return server, thread
-
-
 @contextlib.contextmanager
 def _device(kind: str) -> Iterator[tuple[Device, Callable[[dict[str, Any]], dict[str, Any]]]]:
     """The real SmolLM2 behind either driver: 4 slots of 1024 tokens, 2 threads."""
@@ -108,13 +85,8 @@ def live(
     settings = Settings(home=home, admin_token=ADMIN, slots=4, ctx=1024, threads=2)
     with _device(request.param) as (device, direct):
         kernel = Kernel(settings, [device])
-        port = free_port()
-        server, thread = _serve_in_thread(create_app(kernel), port)
-        try:
-            yield LiveServer(f"http://127.0.0.1:{port}", ADMIN, kernel, device, direct)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=60)
+        with _live.serving(create_app(kernel)) as url:
+            yield LiveServer(url, ADMIN, kernel, device, direct)
 
 
 @pytest.fixture(scope="module")

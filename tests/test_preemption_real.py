@@ -18,7 +18,8 @@ from llmos.devices import LlamaCppDevice, default_model_path
 from llmos.kernel import Done, Kernel, Request
 from llmos.kernel.policies.base import Policy
 from llmos.params import Settings
-from tests.conftest import MODEL, _serve_in_thread, free_port
+from tests._live_server import serving
+from tests.conftest import MODEL
 
 pytestmark = pytest.mark.model
 
@@ -108,10 +109,8 @@ def rr_server(tmp_path: Path) -> Any:
     device = LlamaCppDevice(default_model_path(), slots=1, ctx=512, threads=2, model=MODEL)
     settings = Settings(home=tmp_path, admin_token="adm", policy="rr", quantum=3, slots=1)
     kernel = Kernel(settings, [device])
-    server, thread = _serve_in_thread(create_app(kernel), port := free_port())
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=60)
+    with serving(create_app(kernel)) as url:
+        yield url
 
 
 async def test_streams_continue_across_preemptions(rr_server: Any) -> None:
