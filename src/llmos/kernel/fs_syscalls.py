@@ -2,8 +2,7 @@
 FileStore (storage.py) in the caller's owner namespace. Arguments and results are
 plain JSON: bytes travel as base64 (`content_b64`).
 
-syscalls.py registers FS_HANDLERS; this module may not import it at run time
-(that would be an import cycle), so the table takes (name, handler, doc) triples."""
+syscalls.py gathers FS_SYSCALLS into the syscall table."""
 
 from __future__ import annotations
 
@@ -12,11 +11,11 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest, Killed
+from llmos.kernel.sysdefs import ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
-    from llmos.kernel.syscalls import Handler
 
 
 def _owner(k: Kernel, c: Caller) -> str:
@@ -120,13 +119,19 @@ async def _fs_search(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     return k.files.search(_owner(k, c), _str(a, "query"), _int(a, "limit", 10))
 
 
-FS_HANDLERS: tuple[tuple[str, Handler, str], ...] = (
-    ("fs.write", _fs_write, "store a file (content text or content_b64); a new version"),
-    ("fs.read", _fs_read, "a file's content, current or an older version"),
-    ("fs.list", _fs_list, "the caller's files under a path prefix"),
-    ("fs.stat", _fs_stat, "a file's size, hash, version and times"),
-    ("fs.delete", _fs_delete, "delete a file (a tombstone version: rollback undoes it)"),
-    ("fs.versions", _fs_versions, "a file's kept versions, deletions included"),
-    ("fs.rollback", _fs_rollback, "write an older version's content as the newest"),
-    ("fs.search", _fs_search, "full-text search of the caller's text files, best first"),
+FS_SYSCALLS = (
+    Syscall(
+        "fs.write", _fs_write, ALL, "store a file (content text or content_b64); a new version"
+    ),
+    Syscall("fs.read", _fs_read, READERS, "a file's content, current or an older version"),
+    Syscall("fs.list", _fs_list, READERS, "the caller's files under a path prefix"),
+    Syscall("fs.stat", _fs_stat, READERS, "a file's size, hash, version and times"),
+    Syscall(
+        "fs.delete", _fs_delete, ALL, "delete a file (a tombstone version: rollback undoes it)"
+    ),
+    Syscall("fs.versions", _fs_versions, READERS, "a file's kept versions, deletions included"),
+    Syscall("fs.rollback", _fs_rollback, ALL, "write an older version's content as the newest"),
+    Syscall(
+        "fs.search", _fs_search, READERS, "full-text search of the caller's text files, best first"
+    ),
 )

@@ -9,6 +9,7 @@ from llmos.errors import InvalidRequest, Killed
 from llmos.kernel import prompts
 from llmos.kernel.memindex import Scope
 from llmos.kernel.request import Request
+from llmos.kernel.sysdefs import ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
 from llmos.types import Snapshot
 
@@ -142,15 +143,23 @@ async def conv_core(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     return k.conversations.core(pid)
 
 
-MEM_HANDLERS = (
-    ("mem.add", mem_add, "store a memory (process-scoped, or shared with its owner)"),
-    ("mem.search", mem_search, "memories by meaning and words (BM25 + vectors, fused)"),
-    ("mem.get", mem_get, "one memory"),
-    ("mem.update", mem_update, "change a memory's text, tags or metadata"),
-    ("mem.delete", mem_delete, "forget a memory"),
-    ("mem.list", mem_list, "memories in scope, newest first"),
-    ("conv.send", conv_send, "append a user turn to a process's conversation and reply"),
-    ("conv.context", conv_context, "what the last prompt of a conversation contained"),
-    ("conv.history", conv_history, "every turn of a conversation"),
-    ("conv.core", conv_core, "get or set a conversation's system prompt and pinned facts"),
+MEM_SYSCALLS = (
+    Syscall("mem.add", mem_add, ALL, "store a memory (process-scoped, or shared with its owner)"),
+    Syscall(
+        "mem.search", mem_search, READERS, "memories by meaning and words (BM25 + vectors, fused)"
+    ),
+    Syscall("mem.get", mem_get, READERS, "one memory"),
+    Syscall("mem.update", mem_update, ALL, "change a memory's text, tags or metadata"),
+    Syscall("mem.delete", mem_delete, ALL, "forget a memory"),
+    Syscall("mem.list", mem_list, READERS, "memories in scope, newest first"),
+    Syscall(
+        "conv.send", conv_send, ALL, "append a user turn to a process's conversation and reply"
+    ),
+    Syscall(
+        "conv.context", conv_context, READERS, "what the last prompt of a conversation contained"
+    ),
+    Syscall("conv.history", conv_history, READERS, "every turn of a conversation"),
+    Syscall(
+        "conv.core", conv_core, ALL, "get or set a conversation's system prompt and pinned facts"
+    ),
 )

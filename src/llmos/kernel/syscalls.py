@@ -3,31 +3,15 @@ arguments and calls the subsystem that does the work (cf. xv6's syscall.c)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import Forbidden, InvalidRequest, NotFound
+from llmos.kernel.sysdefs import ADMINS, ALL, HUMANS, READERS, Syscall
 from llmos.kernel.tokens import Caller
 from llmos.params import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
-
-Handler = Callable[["Kernel", Caller, dict[str, Any]], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Syscall:
-    name: str
-    handler: Handler
-    roles: frozenset[str]  # who may make it
-    doc: str
-
-
-ALL = frozenset({"admin", "user", "process"})
-HUMANS = frozenset({"admin", "user"})
-ADMINS = frozenset({"admin"})
 
 
 def _int(args: dict[str, Any], key: str, default: int | None = None) -> int:
@@ -134,11 +118,10 @@ async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 def _more() -> tuple[Syscall, ...]:
     """Syscalls whose handlers live beside their subsystem."""
-    from llmos.kernel.fs_syscalls import FS_HANDLERS
-    from llmos.kernel.mem_syscalls import MEM_HANDLERS
+    from llmos.kernel.fs_syscalls import FS_SYSCALLS
+    from llmos.kernel.mem_syscalls import MEM_SYSCALLS
 
-    handlers = (*MEM_HANDLERS, *FS_HANDLERS)
-    return tuple(Syscall(name, fn, ALL, doc) for name, fn, doc in handlers)
+    return (*MEM_SYSCALLS, *FS_SYSCALLS)
 
 
 TABLE: dict[str, Syscall] = {
@@ -148,14 +131,14 @@ TABLE: dict[str, Syscall] = {
         Syscall("llm.chat", _llm_chat, ALL, "chat completion: messages -> streamed reply"),
         Syscall("llm.complete", _llm_complete, ALL, "text completion: prompt -> continuation"),
         Syscall("proc.spawn", _proc_spawn, HUMANS, "start a process; returns pid and token"),
-        Syscall("proc.list", _proc_list, ALL, "processes the caller may see"),
-        Syscall("proc.get", _proc_get, ALL, "one process"),
+        Syscall("proc.list", _proc_list, READERS, "processes the caller may see"),
+        Syscall("proc.get", _proc_get, READERS, "one process"),
         Syscall("proc.kill", _proc_kill, ALL, "kill a process and its requests"),
-        Syscall("sys.info", _sys_info, ALL, "kernel version, uptime, load"),
-        Syscall("sys.devices", _sys_devices, ALL, "devices, slots, in-flight counters"),
-        Syscall("sys.models", _sys_models, ALL, "models served"),
-        Syscall("sched.get", _sched_get, ALL, "scheduling policy, knobs and switch counters"),
-        Syscall("sched.set", _sched_set, ADMINS, "switch policy or knobs at run time"),
+        Syscall("sys.info", _sys_info, READERS, "kernel version, uptime, load"),
+        Syscall("sys.devices", _sys_devices, READERS, "devices, slots, in-flight counters"),
+        Syscall("sys.models", _sys_models, READERS, "models served"),
+        Syscall("sched.get", _sched_get, READERS, "scheduling policy, knobs and switch counters"),
+        Syscall("sched.set", _sched_set, ADMINS, "switch policy or knobs at run time", True),
     )
 }
 
