@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmos.kernel.conversation import PER_MESSAGE, Conversations
+from llmos.kernel.crypto import KeyRing
 from llmos.kernel.memory import MemoryStore, Scope
 
 # -- word lists ----------------------------------------------------------------------
@@ -738,7 +739,7 @@ async def replay(
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="llmos-membench-") as tmp:
         db = open_db(Path(tmp))
-        memory = store(db, embedder)
+        memory = store(db, embedder, KeyRing.ephemeral(db))  # texts sealed, as in the kernel
         conv_mgr = conversations(db, memory)
         for i, (user, reply) in enumerate(zip(conv.users, conv.replies, strict=True)):
             _, view = await conv_mgr.assemble(dev, owner, pid, user, max_tokens)

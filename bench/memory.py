@@ -54,6 +54,7 @@ from _memwork import (
 from llmos.devices import LlamaCppDevice, default_model_path
 from llmos.devices.embeddings import WordLlamaEmbedder
 from llmos.kernel.conversation import PER_MESSAGE, RECALL_K, Conversations
+from llmos.kernel.crypto import KeyRing
 from llmos.kernel.memory import RRF_K, MemoryStore, Scope, fts_query, query_terms
 
 GOALS = {"recall_1024": 0.90, "recall_2048": 0.95, "search_p95_ms_100000": 20.0}
@@ -240,7 +241,7 @@ def latency_runs(
         db = open_db(Path(tmp))
         # TunedMemoryStore's own methods are only used by the "tuned" timing below:
         # MemoryStore.search(store, ...) is the original code path.
-        store = TunedMemoryStore(db, embedder)
+        store = TunedMemoryStore(db, embedder, KeyRing.ephemeral(db))
         # single adds (the paging path: one embedding and two INSERTs per turn)
         single = [corpus_sentence(rng) for _ in range(300)]
         t0 = time.perf_counter()

@@ -166,12 +166,15 @@ async def test_bad_spawn_bodies(mock: MockKernel) -> None:
         assert r.json()["error"]["param"] == param
 
 
-async def test_process_token_cannot_spawn_or_see_others(mock: MockKernel) -> None:
+async def test_process_token_cannot_widen_or_see_others(mock: MockKernel) -> None:
     a = (await mock.client.post("/v1/processes", json={"name": "a"})).json()
     b = (await mock.client.post("/v1/processes", json={"name": "b"})).json()
     auth = {"Authorization": f"Bearer {a['token']}"}
-    r = await mock.client.post("/v1/processes", json={"name": "c"}, headers=auth)
-    assert r.status_code == 403
+    wider = {"name": "c", "capabilities": {"syscalls": ["sched.set"]}}
+    r = await mock.client.post("/v1/processes", json=wider, headers=auth)
+    assert r.status_code == 403 and r.json()["error"]["param"] == "capabilities.syscalls"
+    r = await mock.client.post("/v1/processes", json={"name": "c", "priority": 30}, headers=auth)
+    assert r.status_code == 403 and r.json()["error"]["param"] == "priority"
     r = await mock.client.get(f"/v1/processes/{b['pid']}", headers=auth)
     assert r.status_code == 404  # existence must not leak
     r = await mock.client.delete(f"/v1/processes/{b['pid']}", headers=auth)
@@ -210,3 +213,13 @@ async def test_scheduler_route_errors(mock: MockKernel) -> None:
     assert r.status_code == 403
     r = await mock.client.put("/v1/sys/scheduler", json={"policy": "mlfq", "quantum": 8})
     assert r.status_code == 200 and r.json()["policy"] == "mlfq" and r.json()["quantum"] == 8
+
+
+async def test_integers_beyond_64_bits_are_400(mock: MockKernel) -> None:
+    huge = 1 << 70
+    for body, param in [
+        ({"name": "p", "token_budget": huge}, "token_budget"),
+        ({"name": "p", "max_concurrent": huge}, "max_concurrent"),
+    ]:
+        r = await mock.client.post("/v1/processes", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

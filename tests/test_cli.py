@@ -121,7 +121,7 @@ def test_devices(server: LiveServer) -> None:
     result = against(server, "devices")
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if line.startswith("mock0"))
-    assert row.split()[:6] == ["mock0", "mock", MODEL, "2", "4096", "yes"]
+    assert row.split()[:7] == ["mock0", "mock", MODEL, "2", "4096", "yes", "closed"]
 
 
 # -- scheduler ---------------------------------------------------------------------

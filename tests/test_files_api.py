@@ -1,13 +1,10 @@
 """Files over HTTP (the mock kernel in-process), through the SDK and the CLI (a
 live kernel on the mock device): every route, every bad path a 4xx naming the field.
-
-Until the kernel constructs `files` and syscalls.py registers FS_HANDLERS itself,
-`wired` does both for the test (and undoes what it added); once wired, it is a no-op."""
+"""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,43 +14,18 @@ import httpx
 import pytest
 import pytest_asyncio
 from click.testing import Result
-from fastapi import FastAPI
 from typer.testing import CliRunner
 
-import tests._live_server
 from llmos.api import create_app
-from llmos.api.routes_files import router as files_router
 from llmos.cli.main import build_app
 from llmos.devices import MockDevice
 from llmos.errors import LlmosError
 from llmos.kernel import Caller, Kernel
-from llmos.kernel.fs_syscalls import FS_HANDLERS
 from llmos.kernel.storage import FileStore
-from llmos.kernel.syscalls import ALL, TABLE, Syscall
 from llmos.params import Settings
 from llmos.sdk import ApiError, AsyncClient, Client
-from tests._live_server import LiveServer, live_server
+from tests._live_server import LiveServer
 from tests.conftest import ADMIN
-
-
-@contextlib.contextmanager
-def fs_syscalls() -> Iterator[None]:
-    added = [name for name, _, _ in FS_HANDLERS if name not in TABLE]
-    for name, handler, doc in FS_HANDLERS:
-        TABLE.setdefault(name, Syscall(name, handler, ALL, doc))
-    try:
-        yield
-    finally:
-        for name in added:
-            TABLE.pop(name, None)
-
-
-def wire(kernel: Kernel, app: FastAPI) -> FastAPI:
-    if not hasattr(kernel, "files"):
-        kernel.files = FileStore(kernel.store.db)  # type: ignore[attr-defined,unused-ignore]
-    if not any(getattr(r, "path", None) == "/v1/files" for r in app.routes):
-        app.include_router(files_router)
-    return app
 
 
 class Api:
@@ -71,14 +43,13 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     settings = Settings(home=tmp_path, admin_token=ADMIN, max_body_bytes=64 * 1024)
     kernel = Kernel(settings, [MockDevice(slots=2, context_length=256, token_delay=0.001)])
     await kernel.start()
-    with fs_syscalls():
-        app = wire(kernel, create_app(kernel, manage_kernel=False))
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://llmos", headers=headers
-        ) as client:
-            yield Api(kernel, client)
+    app = create_app(kernel, manage_kernel=False)
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://llmos", headers=headers
+    ) as client:
+        yield Api(kernel, client)
     await kernel.stop()
 
 
@@ -230,7 +201,9 @@ async def test_oversize_and_quota(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     c = api.client
     r = await c.put("/v1/files/huge", content=b"x" * (64 * 1024 + 1))  # over max_body_bytes
     assert_error(r, 413, "body")
-    small = FileStore(api.kernel.store.db, max_file_bytes=1000, quota_bytes=1500)
+    small = FileStore(
+        api.kernel.store.db, keys=api.kernel.keys, max_file_bytes=1000, quota_bytes=1500
+    )
     monkeypatch.setattr(api.kernel, "files", small)
     assert_error(await c.put("/v1/files/big", content=b"x" * 1001), 413, "content")
     assert (await c.put("/v1/files/a", content=b"x" * 1000)).status_code == 200
@@ -311,17 +284,6 @@ async def test_syscall_results_are_json(api: Api) -> None:
 
 
 # -- SDK and CLI against a live kernel ---------------------------------------------
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    def create_wired_app(kernel: Kernel) -> FastAPI:
-        return wire(kernel, create_app(kernel))
-
-    with pytest.MonkeyPatch.context() as mp, fs_syscalls():
-        mp.setattr(tests._live_server, "create_app", create_wired_app)
-        with live_server(tmp_path_factory.mktemp("llmos-home")) as live:
-            yield live
-
-
 @pytest.fixture
 def client(server: LiveServer) -> Iterator[Client]:
     with Client(server.url, server.token) as c:

@@ -130,10 +130,17 @@ async def test_syscall_table_rejects_unknown_and_forbidden(tmp_path: Path) -> No
     kernel, _device, admin = await make(tmp_path)
     with pytest.raises(NotFound):
         await kernel.call("proc.teleport", admin)
-    spawned = await kernel.call("proc.spawn", admin, {"name": "p"})
+    narrow = {"syscalls": ["llm.*", "proc.spawn"]}
+    spawned = await kernel.call("proc.spawn", admin, {"name": "p", "capabilities": narrow})
     proc_caller = kernel.authenticate(spawned["token"])
-    with pytest.raises(Forbidden):
-        await kernel.call("proc.spawn", proc_caller, {"name": "child"})
+    with pytest.raises(Forbidden):  # not in its capability
+        await kernel.call("proc.list", proc_caller)
+    with pytest.raises(Forbidden):  # a child may not widen its parent's rights
+        await kernel.call(
+            "proc.spawn", proc_caller, {"name": "child", "capabilities": {"syscalls": ["fs.*"]}}
+        )
+    child = await kernel.call("proc.spawn", proc_caller, {"name": "child"})
+    assert child["capabilities"]["syscalls"] == sorted(["llm.chat", "llm.complete", "proc.spawn"])
     with pytest.raises(InvalidRequest):
         await kernel.call("proc.get", admin, {"pid": "one"})
     with pytest.raises(Unauthorized):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,19 @@ from typing import Any
 import pytest
 
 from llmos.errors import InvalidRequest, LlmosError, NotFound, PayloadTooLarge, QuotaExceeded
+from llmos.kernel.crypto import KeyRing
 from llmos.kernel.fspaths import check_path, fts_query, passages
 from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
 from llmos.params import FS_PASSAGE_CHARS, MAX_FILE_BYTES, MAX_SEARCH_LIMIT
+
+TEST_KEY = bytes(range(32))
+
+
+def ring(db: sqlite3.Connection) -> KeyRing:
+    """Contents are sealed at rest (crypto.py): one fixed test key, so a reopened
+    database reads back."""
+    return KeyRing(db, TEST_KEY, "test")
 
 
 @pytest.fixture
@@ -26,7 +36,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def fs(store: Store) -> FileStore:
-    return FileStore(store.db)
+    return FileStore(store.db, keys=ring(store.db))
 
 
 def err(exc: pytest.ExceptionInfo[LlmosError]) -> tuple[int, str | None]:
@@ -174,18 +184,18 @@ def test_ordinary_paths_are_accepted(fs: FileStore, path: str) -> None:
 
 # -- limits ------------------------------------------------------------------------
 def test_file_size_limit(store: Store) -> None:
-    fs = FileStore(store.db, max_file_bytes=100)
+    fs = FileStore(store.db, keys=ring(store.db), max_file_bytes=100)
     fs.write("alice", "ok", b"x" * 100)
     with pytest.raises(PayloadTooLarge) as e:
         fs.write("alice", "big", b"x" * 101)
     assert err(e) == (413, "content")
     with pytest.raises(NotFound):
         fs.stat("alice", "big")
-    assert FileStore(store.db).max_file_bytes == MAX_FILE_BYTES
+    assert FileStore(store.db, keys=ring(store.db)).max_file_bytes == MAX_FILE_BYTES
 
 
 def test_quota_counts_live_files_per_owner(store: Store) -> None:
-    fs = FileStore(store.db, quota_bytes=100)
+    fs = FileStore(store.db, keys=ring(store.db), quota_bytes=100)
     fs.write("alice", "a", b"x" * 60)
     with pytest.raises(QuotaExceeded) as e:
         fs.write("alice", "b", b"x" * 41)
@@ -205,7 +215,7 @@ def test_quota_counts_live_files_per_owner(store: Store) -> None:
 
 
 def test_file_count_limit(store: Store) -> None:
-    fs = FileStore(store.db, max_files=2)
+    fs = FileStore(store.db, keys=ring(store.db), max_files=2)
     fs.write("alice", "a", b"")
     fs.write("alice", "b", b"")
     fs.write("alice", "a", b"again")  # overwriting is not a new file
@@ -217,7 +227,7 @@ def test_file_count_limit(store: Store) -> None:
 
 
 def test_old_versions_are_pruned(store: Store) -> None:
-    fs = FileStore(store.db, max_versions=3)
+    fs = FileStore(store.db, keys=ring(store.db), max_versions=3)
     for i in range(5):
         fs.write("alice", "f", str(i).encode())
     assert [v["version"] for v in fs.versions("alice", "f")] == [3, 4, 5]
@@ -230,7 +240,7 @@ def test_old_versions_are_pruned(store: Store) -> None:
 
 def test_limits_must_be_positive(store: Store) -> None:
     with pytest.raises(InvalidRequest):
-        FileStore(store.db, quota_bytes=0)
+        FileStore(store.db, keys=ring(store.db), quota_bytes=0)
 
 
 # -- history -----------------------------------------------------------------------
@@ -392,7 +402,7 @@ def test_weird_queries_never_raise(fs: FileStore, query: str) -> None:
 
 
 def test_quoting_keeps_words_literal(fs: FileStore) -> None:
-    assert fts_query('say "hi" AND go*') == '"say" """hi""" "AND" "go"*'
+    assert fts_query('say "hi" AND go*') == '"say" "hi" "AND" "go"*'
     fs.write("alice", "doc.txt", b"foo bar")
     assert [h["path"] for h in fs.search("alice", '"foo')] == ["doc.txt"]
     assert [h["path"] for h in fs.search("alice", "foo AND")] == []  # 'and' is a word here
@@ -444,7 +454,7 @@ def test_owners_never_see_each_others_files(fs: FileStore) -> None:
 def test_files_survive_reopening_the_database(tmp_path: Path) -> None:
     db = tmp_path / "llmos.db"
     first = Store(db)
-    fs = FileStore(first.db)
+    fs = FileStore(first.db, keys=ring(first.db))
     fs.write("alice", "keep.md", b"version one")
     fs.write("alice", "keep.md", b"version two of the durable note")
     fs.write("alice", "gone", b"x")
@@ -453,7 +463,8 @@ def test_files_survive_reopening_the_database(tmp_path: Path) -> None:
 
     second = Store(db)
     try:
-        fs = FileStore(second.db)  # CREATE IF NOT EXISTS: the tables are kept
+        # CREATE IF NOT EXISTS: the tables are kept
+        fs = FileStore(second.db, keys=ring(second.db))
         assert fs.read("alice", "keep.md") == b"version two of the durable note"
         assert fs.read("alice", "keep.md", 1) == b"version one"
         assert [f["path"] for f in fs.list("alice")] == ["keep.md"]

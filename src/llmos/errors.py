@@ -57,6 +57,11 @@ class NotFound(LlmosError):
     code = "not_found"
 
 
+class Hidden(NotFound):
+    """Access control hides that the thing exists: the caller sees a plain 404,
+    the audit log records a denial."""
+
+
 class PayloadTooLarge(LlmosError):
     status = 413
     code = "payload_too_large"
@@ -109,3 +114,16 @@ class Unavailable(LlmosError):
     status = 503
     type = "unavailable"
     code = "unavailable"
+
+
+class Timeout(LlmosError):
+    """A request passed its deadline (queued plus running); it was stopped there."""
+
+    status = 504
+    type = "timeout_error"
+    code = "request_timeout"
+
+
+class HeadersTooLarge(LlmosError):
+    status = 431
+    code = "headers_too_large"

@@ -33,6 +33,29 @@ MAX_SEGMENT_BYTES = 255  # one '/'-separated part of a path, UTF-8
 MAX_SEARCH_LIMIT = 100  # results one fs.search may return
 MAX_QUERY_CHARS = 1024
 FS_PASSAGE_CHARS = 8192  # search indexes text in passages; a query's words must share one
+MAX_INT = (1 << 63) - 1  # largest id, version or offset a syscall takes (SQLite's INTEGER)
+MAX_HEADER_BYTES = 16 * 1024  # request line + headers; more get 431 (uvicorn's h11 cuts at 64 KiB)
+RATE_LIMIT = 100.0  # syscalls a second per non-admin bearer token (token bucket); 0 = off
+RATE_BURST = 200  # the bucket's size: calls a token may make at once after a quiet spell
+REQUEST_TIMEOUT_S = 600.0  # an LLM request's deadline, queue wait included; 0 = none
+SEND_TIMEOUT_S = 30.0  # a client that takes longer to accept one chunk is dropped
+JOB_PRIORITY = 10  # batch jobs run in a process per owner below DEFAULT_PRIORITY
+JOBS_PER_SLOT = 2  # jobs on the run queue at once: device slots x this; the rest wait journaled
+MAX_JOB_ATTEMPTS = 3  # starts of one job (crashes and device errors included) before it fails
+JOB_RETRY_MAX_S = 5.0  # longest wait before a job retries a full run queue (429)
+MAX_JOB_LIST = 1000  # jobs one job.list may return
+MAX_IDEMPOTENCY_KEY = 255  # characters of an Idempotency-Key
+HEALTH_INTERVAL_S = 5.0  # every device's health is checked this often (kernel/health.py)
+HEALTH_TIMEOUT_S = 5.0  # a health check that takes longer counts as failed
+BREAKER_THRESHOLD = 3  # consecutive generation failures that open a device's circuit
+BREAKER_COOLDOWN_S = 5.0  # an open circuit waits this long before a half-open health check
+DEVICE_RETRIES = 3  # device failures one request survives (requeued); the next fails it (502)
+DEVICE_WAIT_S = 60.0  # a request waits this long for a device of its model to return (then 503)
+MAX_EPSILON = 100.0  # a telemetry export's ε; more is no privacy at all and is refused
+TELEMETRY_PROMPT_CLIP = 2048  # exported token sums count one request's prompt up to this ...
+TELEMETRY_OUTPUT_CLIP = 512  # ... and its output up to this (the sums' sensitivity)
+MAX_EXPORT_HOURS = 168  # a telemetry export covers at most this many past hours
+MAX_EXPORT_CELLS = 20_000  # (app, hour) cells one export may release
 
 
 def default_home() -> Path:
@@ -50,6 +73,7 @@ class Settings:
     model_name: str | None = None  # the id clients send as `model`; None = derived
     device_url: str | None = None  # an OpenAI-compatible server instead of an embedded engine
     device_api_key: str | None = None
+    mock_device: bool = False  # the deterministic mock engine (tests, load benchmarks)
     slots: int = DEFAULT_SLOTS
     ctx: int = DEFAULT_CTX
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
@@ -59,6 +83,22 @@ class Settings:
     max_queue_per_owner: int = MAX_QUEUE_PER_OWNER
     admin_token: str | None = field(default_factory=lambda: os.environ.get("LLMOS_TOKEN"))
     max_body_bytes: int = MAX_BODY_BYTES
+    max_header_bytes: int = MAX_HEADER_BYTES
+    rate_limit: float = RATE_LIMIT
+    rate_burst: int = RATE_BURST
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    send_timeout_s: float = SEND_TIMEOUT_S
+    # Device faults; validated by kernel/breaker.py's FaultConfig.
+    health_interval_s: float = HEALTH_INTERVAL_S
+    health_timeout_s: float = HEALTH_TIMEOUT_S
+    breaker_threshold: int = BREAKER_THRESHOLD
+    breaker_cooldown_s: float = BREAKER_COOLDOWN_S
+    device_retries: int = DEVICE_RETRIES
+    device_wait_s: float = DEVICE_WAIT_S
+    # The master key for encryption at rest (kernel/crypto.py); None: LLMOS_HOME/data-key.
+    data_key: str | None = field(default_factory=lambda: os.environ.get("LLMOS_KEY"), repr=False)
+    tls_cert: Path | None = None  # serve HTTPS with this certificate chain (PEM) ...
+    tls_key: Path | None = None  # ... and its private key (PEM); both or neither
 
     def validate(self) -> None:
         """Raise InvalidRequest naming the first bad setting."""
@@ -81,6 +121,9 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise InvalidRequest("port must be between 0 and 65535", param="port")
+        self._validate_limits()
+        if self.mock_device and (self.model_path is not None or self.device_url is not None):
+            raise InvalidRequest("the mock device takes no model path or URL", param="device")
         if self.model_path is not None and self.device_url is not None:
             raise InvalidRequest(
                 "give either a model path or a device URL, not both", param="model"
@@ -90,6 +133,37 @@ class Settings:
         if self.device_url is not None and not self.device_url.startswith(("http://", "https://")):
             raise InvalidRequest(
                 "device URL must start with http:// or https://", param="device_url"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise InvalidRequest(
+                "give both a TLS certificate and its key, or neither", param=missing
+            )
+        for name, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
+            if path is not None and not path.is_file():
+                raise InvalidRequest(f"{name} file not found: {path}", param=name)
+
+    def _validate_limits(self) -> None:
+        if not 1024 <= self.max_header_bytes <= 60 * 1024:
+            raise InvalidRequest(
+                "max_header_bytes must be between 1024 and 61440", param="max_header_bytes"
+            )
+        if not 0 <= self.rate_limit <= 1e6:
+            raise InvalidRequest(
+                "rate_limit must be between 0 (off) and 1000000 requests a second",
+                param="rate_limit",
+            )
+        if not 1 <= self.rate_burst <= 1_000_000:
+            raise InvalidRequest("rate_burst must be between 1 and 1000000", param="rate_burst")
+        if not 0 <= self.request_timeout_s <= 86400:
+            raise InvalidRequest(
+                "request_timeout_s must be between 0 (none) and 86400 seconds",
+                param="request_timeout_s",
+            )
+        if not 0 < self.send_timeout_s <= 3600:
+            raise InvalidRequest(
+                "send_timeout_s must be more than 0 and at most 3600 seconds",
+                param="send_timeout_s",
             )
 
     @property

@@ -7,10 +7,22 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmos.api import errors, routes_files, routes_llm, routes_memory, routes_procs
+from llmos.api import (
+    errors,
+    limits,
+    openapi,
+    routes_access,
+    routes_files,
+    routes_jobs,
+    routes_key,
+    routes_llm,
+    routes_memory,
+    routes_procs,
+    routes_telemetry,
+)
 from llmos.api.metrics import Metrics
 from llmos.kernel import Kernel
 
@@ -36,17 +48,23 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.state.on_ready = []
     errors.install(app)
     app.add_middleware(errors.BodyGuard, limit=kernel.settings.max_body_bytes)
+    limits.install(app, kernel.settings)  # header size (431), slow readers
+    openapi.install(app)  # the schema declares the real error responses
     app.include_router(routes_llm.router)
     app.include_router(routes_procs.router)
     app.include_router(routes_memory.router)
     app.include_router(routes_files.router)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_access.router)
+    app.include_router(routes_key.router)
+    app.include_router(routes_telemetry.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         devices = [await d.health() for d in kernel.devices]
         return {"status": "ok" if all(devices) else "degraded", "devices": len(devices)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text format
     async def metrics(request: Request) -> Response:
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from llmos.errors import Unauthorized
 from llmos.kernel import Caller, Kernel
@@ -21,3 +21,15 @@ def caller(request: Request) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
     return kernel_of(request).authenticate(token.strip())
+
+
+Owner = dict[str, str]
+
+
+def namespace(
+    owner: str | None = Query(
+        None, description="another user's namespace, when they shared it with you"
+    ),
+) -> Owner:
+    """The optional `owner` query parameter of file and memory routes."""
+    return {} if owner is None else {"owner": owner}

@@ -29,13 +29,26 @@ class _Live(Collector):
             "llmos:peak_requests_running", "Most requests ever in flight.", labels=["device"]
         )
         slots = GaugeMetricFamily("llmos:device_slots", "Slots per device.", labels=["device"])
+        breaker = GaugeMetricFamily(
+            "llmos:device_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open (1 and 2 get no new requests).",
+            labels=["device"],
+        )
+        healthy = GaugeMetricFamily(
+            "llmos:device_healthy", "Last health check: 1 answered, 0 failed.", labels=["device"]
+        )
+        faults = CounterMetricFamily(
+            "llmos:device_faults", "Generations that failed on the device.", labels=["device"]
+        )
         for d in self.kernel.devices:
             running.add_metric([d.name], len(s.running[d.name]))
             peak.add_metric([d.name], s.peak_running[d.name])
             slots.add_metric([d.name], d.slots)
-        yield running
-        yield peak
-        yield slots
+            b = s.breakers[d.name]
+            breaker.add_metric([d.name], int(b.state))
+            healthy.add_metric([d.name], float("nan") if b.healthy is None else float(b.healthy))
+            faults.add_metric([d.name], b.faults)
+        yield from (running, peak, slots, breaker, healthy, faults)
         yield GaugeMetricFamily(
             "llmos:num_requests_waiting", "Requests on the run queue.", value=s.num_waiting()
         )

@@ -18,11 +18,15 @@ def new_id(kind: str) -> str:
 
 
 def usage(req: Request) -> dict[str, Any]:
+    return usage_of(req.prompt_tokens, req.output_tokens, req.cached_tokens)
+
+
+def usage_of(prompt: int, completion: int, cached: int) -> dict[str, Any]:
     return {
-        "prompt_tokens": req.prompt_tokens,
-        "completion_tokens": req.output_tokens,
-        "total_tokens": req.prompt_tokens + req.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": req.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -65,6 +69,50 @@ def completion_logprobs(tokens: list[Token], k: int, offset: int) -> dict[str, A
     }
 
 
+def _base(obj: str, id_: str, created: int, model: str) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+    }
+
+
+def completion_body(
+    kind: str,
+    id_: str,
+    created: int,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    logprobs: tuple[list[Token], int] | None,
+    usage_: dict[str, Any],
+) -> dict[str, Any]:
+    """A whole chat.completion or text_completion object; `logprobs`: the tokens
+    and how many alternatives to show, if the request asked for them."""
+    if kind == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+            "logprobs": chat_logprobs(*logprobs) if logprobs else None,
+            "finish_reason": finish_reason,
+        }
+        body = _base("chat.completion", id_, created, model)
+        body["service_tier"] = "default"
+    else:
+        choice = {
+            "text": text,
+            "index": 0,
+            "logprobs": completion_logprobs(*logprobs, 0) if logprobs else None,
+            "finish_reason": finish_reason,
+        }
+        body = _base("text_completion", id_, created, model)
+    body["choices"] = [choice]
+    body["usage"] = usage_
+    return body
+
+
 class Renderer:
     """Builds the response (or the stream's chunks) for one request."""
 
@@ -80,42 +128,21 @@ class Renderer:
         self.text_offset = 0
 
     def _base(self, obj: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": FINGERPRINT,
-        }
+        return _base(obj, self.id, self.created, self.model)
 
     # -- whole responses -----------------------------------------------------------
     def response(self, tokens: list[Token]) -> dict[str, Any]:
         req = self.req
-        if req.kind == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": req.text,
-                    "refusal": None,
-                    "annotations": [],
-                },
-                "logprobs": chat_logprobs(tokens, self.k) if self.want_logprobs else None,
-                "finish_reason": req.finish_reason,
-            }
-            body = self._base("chat.completion")
-            body["service_tier"] = "default"
-        else:
-            choice = {
-                "text": req.text,
-                "index": 0,
-                "logprobs": completion_logprobs(tokens, self.k, 0) if self.want_logprobs else None,
-                "finish_reason": req.finish_reason,
-            }
-            body = self._base("text_completion")
-        body["choices"] = [choice]
-        body["usage"] = usage(req)
-        return body
+        return completion_body(
+            req.kind,
+            self.id,
+            self.created,
+            self.model,
+            req.text,
+            req.finish_reason,
+            (tokens, self.k) if self.want_logprobs else None,
+            usage(req),
+        )
 
     # -- stream chunks -------------------------------------------------------------
     def _chunk(

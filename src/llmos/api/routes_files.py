@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, StrictInt
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from llmos.api.auth import caller, kernel_of
+from llmos.api.auth import Owner, caller, kernel_of, namespace
 from llmos.kernel import Caller
 from llmos.params import MAX_SEARCH_LIMIT
 
@@ -39,17 +39,22 @@ def _listing(data: Any) -> dict[str, Any]:
 
 @router.get("/files")
 async def list_files(
-    request: Request, prefix: str = "", who: Caller = Depends(caller)
+    request: Request,
+    prefix: str = "",
+    ns: Owner = Depends(namespace),
+    who: Caller = Depends(caller),
 ) -> dict[str, Any]:
-    return _listing(await kernel_of(request).call("fs.list", who, {"prefix": prefix}))
+    return _listing(await kernel_of(request).call("fs.list", who, {"prefix": prefix, **ns}))
 
 
 @router.put("/files/{path:fspath}")
-async def write_file(path: str, request: Request, who: Caller = Depends(caller)) -> Any:
+async def write_file(
+    path: str, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
     """The request body, as is, is the file's new content (BodyGuard caps its size)."""
     body = await request.body()
     args = {"path": path, "content_b64": base64.b64encode(body).decode("ascii")}
-    return await kernel_of(request).call("fs.write", who, args)
+    return await kernel_of(request).call("fs.write", who, {**args, **ns})
 
 
 @router.get(
@@ -58,9 +63,13 @@ async def write_file(path: str, request: Request, who: Caller = Depends(caller))
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def read_file(
-    path: str, request: Request, version: int | None = None, who: Caller = Depends(caller)
+    path: str,
+    request: Request,
+    version: int | None = None,
+    ns: Owner = Depends(namespace),
+    who: Caller = Depends(caller),
 ) -> Response:
-    got = await kernel_of(request).call("fs.read", who, {"path": path, "version": version})
+    got = await kernel_of(request).call("fs.read", who, {"path": path, "version": version, **ns})
     headers = {
         "X-Llmos-Version": str(got["version"]),
         "X-Llmos-Sha256": got["sha256"],
@@ -74,28 +83,36 @@ async def read_file(
 
 
 @router.delete("/files/{path:fspath}")
-async def delete_file(path: str, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call("fs.delete", who, {"path": path})
+async def delete_file(
+    path: str, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
+    return await kernel_of(request).call("fs.delete", who, {"path": path, **ns})
 
 
 @router.get("/files-meta/{path:fspath}")
-async def stat_file(path: str, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call("fs.stat", who, {"path": path})
+async def stat_file(
+    path: str, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
+    return await kernel_of(request).call("fs.stat", who, {"path": path, **ns})
 
 
 @router.get("/files-versions/{path:fspath}")
 async def file_versions(
-    path: str, request: Request, who: Caller = Depends(caller)
+    path: str, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
 ) -> dict[str, Any]:
-    return _listing(await kernel_of(request).call("fs.versions", who, {"path": path}))
+    return _listing(await kernel_of(request).call("fs.versions", who, {"path": path, **ns}))
 
 
 @router.post("/files-rollback/{path:fspath}")
 async def rollback_file(
-    path: str, body: RollbackRequest, request: Request, who: Caller = Depends(caller)
+    path: str,
+    body: RollbackRequest,
+    request: Request,
+    ns: Owner = Depends(namespace),
+    who: Caller = Depends(caller),
 ) -> Any:
     args = {"path": path, "version": body.version}
-    return await kernel_of(request).call("fs.rollback", who, args)
+    return await kernel_of(request).call("fs.rollback", who, {**args, **ns})
 
 
 @router.get("/files-search")
@@ -103,7 +120,8 @@ async def search_files(
     request: Request,
     q: str = Query(min_length=1),
     limit: int = Query(10, ge=1, le=MAX_SEARCH_LIMIT),
+    ns: Owner = Depends(namespace),
     who: Caller = Depends(caller),
 ) -> dict[str, Any]:
     args = {"query": q, "limit": limit}
-    return _listing(await kernel_of(request).call("fs.search", who, args))
+    return _listing(await kernel_of(request).call("fs.search", who, {**args, **ns}))

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from llmos.api.auth import caller, kernel_of
 from llmos.api.errors import error_response
 from llmos.api.openai_format import Renderer
+from llmos.api.responses import ChatCompletion, Completion, Model, ModelList, streamed
 from llmos.api.schemas import ChatRequest, CompletionRequest
 from llmos.errors import LlmosError
 from llmos.kernel import Caller, Delta, Done, Kernel
@@ -97,7 +98,7 @@ async def serve_request(
     return render.response(tokens)
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=streamed(ChatCompletion))
 async def chat_completions(
     body: ChatRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
@@ -105,7 +106,7 @@ async def chat_completions(
     return await serve_request(request, who, "llm.chat", body.kernel_args(), body.stream, usage)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=streamed(Completion))
 async def completions(
     body: CompletionRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
@@ -122,14 +123,14 @@ def _model(kernel: Kernel, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
+@router.get("/models", responses={200: {"model": ModelList}})
 async def models(request: Request, who: Caller = Depends(caller)) -> Any:
     kernel = kernel_of(request)
     infos = await kernel.call("sys.models", who)
     return {"object": "list", "data": [_model(kernel, m) for m in infos]}
 
 
-@router.get("/models/{model_id:path}")
+@router.get("/models/{model_id:path}", responses={200: {"model": Model}})
 async def model(model_id: str, request: Request, who: Caller = Depends(caller)) -> Any:
     kernel = kernel_of(request)
     kernel.device_for(model_id)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.api.auth import caller, kernel_of
+from llmos.api.auth import Owner, caller, kernel_of, namespace
 from llmos.api.routes_llm import serve_request
 from llmos.kernel import Caller
 
@@ -57,44 +57,64 @@ class CoreIn(BaseModel):
 
 
 @router.post("/memories", status_code=201)
-async def add_memory(body: MemoryIn, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call("mem.add", who, body.model_dump(exclude_none=True))
+async def add_memory(
+    body: MemoryIn, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
+    return await kernel_of(request).call(
+        "mem.add", who, {**body.model_dump(exclude_none=True), **ns}
+    )
 
 
 @router.get("/memories")
 async def list_memories(
     request: Request,
+    ns: Owner = Depends(namespace),
     who: Caller = Depends(caller),
     tag: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> Any:
     args = {"tag": tag, "limit": limit, "offset": offset}
-    return {"object": "list", "data": await kernel_of(request).call("mem.list", who, args)}
+    return {
+        "object": "list",
+        "data": await kernel_of(request).call("mem.list", who, {**args, **ns}),
+    }
 
 
 @router.post("/memories/search")
-async def search_memories(body: SearchIn, request: Request, who: Caller = Depends(caller)) -> Any:
-    data = await kernel_of(request).call("mem.search", who, body.model_dump(exclude_none=True))
+async def search_memories(
+    body: SearchIn, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
+    data = await kernel_of(request).call(
+        "mem.search", who, {**body.model_dump(exclude_none=True), **ns}
+    )
     return {"object": "list", "data": data}
 
 
 @router.get("/memories/{mid}")
-async def get_memory(mid: int, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call("mem.get", who, {"id": mid})
+async def get_memory(
+    mid: int, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
+    return await kernel_of(request).call("mem.get", who, {"id": mid, **ns})
 
 
 @router.patch("/memories/{mid}")
 async def update_memory(
-    mid: int, body: MemoryPatch, request: Request, who: Caller = Depends(caller)
+    mid: int,
+    body: MemoryPatch,
+    request: Request,
+    ns: Owner = Depends(namespace),
+    who: Caller = Depends(caller),
 ) -> Any:
     args = {"id": mid, **body.model_dump(exclude_none=True)}
-    return await kernel_of(request).call("mem.update", who, args)
+    return await kernel_of(request).call("mem.update", who, {**args, **ns})
 
 
 @router.delete("/memories/{mid}")
-async def delete_memory(mid: int, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call("mem.delete", who, {"id": mid})
+async def delete_memory(
+    mid: int, request: Request, ns: Owner = Depends(namespace), who: Caller = Depends(caller)
+) -> Any:
+    return await kernel_of(request).call("mem.delete", who, {"id": mid, **ns})
 
 
 @router.post("/processes/{pid}/messages")

@@ -21,7 +21,7 @@ async def list_processes(request: Request, who: Caller = Depends(caller)) -> Any
 
 @router.post("/processes", status_code=201)
 async def spawn(body: SpawnRequest, request: Request, who: Caller = Depends(caller)) -> Any:
-    return await kernel_of(request).call("proc.spawn", who, body.model_dump())
+    return await kernel_of(request).call("proc.spawn", who, body.model_dump(exclude_none=True))
 
 
 @router.get("/processes/{pid}")

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
-from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, MAX_TOP_LOGPROBS
+from llmos.params import MAX_MESSAGES, MAX_NAME_LEN, MAX_PRIORITY, MAX_TOP_LOGPROBS
 
 
 class _Body(BaseModel):
@@ -64,8 +65,34 @@ class _Sampling(_Body):
         }
 
 
+_TEXT_PART: JsonDict = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+}
+# For the OpenAPI schema only: the kernel checks messages itself, naming the field
+# (messages[i].role, messages[i].content[j]), which pydantic's errors would not.
+MESSAGES_DOC: JsonDict = {
+    "maxItems": MAX_MESSAGES,
+    "items": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": _TEXT_PART},
+                    {"type": "null"},
+                ]
+            },
+        },
+    },
+}
+
+
 class ChatRequest(_Sampling):
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1, json_schema_extra=MESSAGES_DOC)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
@@ -102,10 +129,13 @@ class CompletionRequest(_Sampling):
 class SpawnRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="process", min_length=1, max_length=MAX_NAME_LEN)
-    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
+    priority: int | None = Field(default=None, ge=0, le=MAX_PRIORITY)  # default: 20
     max_concurrent: int | None = Field(default=None, ge=1)
     token_budget: int | None = Field(default=None, ge=1)
     memory_shared: bool = False
+    # syscalls (names or 'prefix.*'), files {read, write: [prefix]}, memory
+    # none|read|write, expires_in seconds; never wider than the spawner's rights
+    capabilities: dict[str, Any] | None = None
 
 
 class SchedulerUpdate(BaseModel):

@@ -13,7 +13,8 @@ from llmos.params import Settings
 
 
 def _announce(kernel: Kernel, settings: Settings) -> None:
-    url = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.tls_cert else "http"
+    url = f"{scheme}://{settings.host}:{settings.port}"
     print(f"llmos kernel ready at {url}  (models: {', '.join(kernel.models())})", flush=True)
     if kernel.admin_token:
         print(f"admin token (shown once, saved to {kernel.admin_token_path}):", flush=True)
@@ -44,7 +45,16 @@ def serve(settings: Settings) -> None:
     app = create_app(kernel)
     app.state.on_ready.append(lambda: _announce(kernel, settings))
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        # Headers up to 4x the limit reach HeaderGuard (431 JSON); beyond, h11 says 400.
+        h11_max_incomplete_event_size=4 * settings.max_header_bytes,
+        # HTTPS when both are set (Settings.validate: both or neither); else plain HTTP.
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmos.cli import chat, conv, fs, mem, sched, tables, up
+from llmos.cli import access, chat, conv, fs, jobs, key, mem, sched, tables, up
 
 
 def build_app() -> typer.Typer:
@@ -28,6 +28,13 @@ def build_app() -> typer.Typer:
     app.command("sched")(sched.sched)
     app.add_typer(fs.build(), name="fs")
     app.add_typer(mem.build(), name="mem")
+    app.add_typer(jobs.build(), name="jobs")
+    app.add_typer(access.build_user(), name="user")
+    app.add_typer(access.build_token(), name="token")
+    app.add_typer(access.build_share(), name="share")
+    app.add_typer(access.build_audit(), name="audit")
+    app.add_typer(key.build_key(), name="key")
+    app.add_typer(key.build_telemetry(), name="telemetry")
     return app
 
 

@@ -134,6 +134,7 @@ _DEVICE_COLUMNS: list[tuple[str, str]] = [
     ("SLOTS", "slots"),
     ("CTX", "context_length"),
     ("OK", "healthy"),
+    ("CIRCUIT", "breaker"),
     ("RUN", "running"),
     ("PEAK", "peak_running"),
     ("WAIT", "waiting"),
@@ -146,7 +147,7 @@ def devices(url: UrlOption = None, token: TokenOption = None) -> None:
         rows: list[dict[str, Any]] = client.devices()
     table = Table(box=None, header_style="bold", pad_edge=False)
     for title, key in _DEVICE_COLUMNS:
-        numeric = key not in ("name", "kind", "model", "healthy")
+        numeric = key not in ("name", "kind", "model", "healthy", "breaker")
         table.add_column(title, justify="right" if numeric else "left", no_wrap=True)
     for d in rows:
         healthy = d.get("healthy")

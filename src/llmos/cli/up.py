@@ -18,6 +18,9 @@ from llmos.params import (
     MAX_QUEUE,
     MAX_QUEUE_PER_OWNER,
     POLICY_NAMES,
+    RATE_BURST,
+    RATE_LIMIT,
+    REQUEST_TIMEOUT_S,
     Settings,
 )
 
@@ -67,9 +70,31 @@ def up(
         Path | None,
         typer.Option(help="State directory. Default: $LLMOS_HOME, else ~/.llmos."),
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(help="Engine kind: 'llamacpp' (embedded) or 'mock' (tests, benchmarks)."),
+    ] = "llamacpp",
+    rate_limit: Annotated[
+        float, typer.Option(help="Requests a second per non-admin token (429 above); 0 = off.")
+    ] = RATE_LIMIT,
+    rate_burst: Annotated[
+        int, typer.Option(help="Requests a token may make at once after a quiet spell.")
+    ] = RATE_BURST,
+    request_timeout: Annotated[
+        float, typer.Option(help="Seconds an LLM request may take, queue included; 0 = none.")
+    ] = REQUEST_TIMEOUT_S,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this certificate (PEM); needs --tls-key."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The private key (PEM) of --tls-cert.")
+    ] = None,
 ) -> None:
     """Start the llmos kernel and serve its HTTP API (blocks until Ctrl-C)."""
     given: dict[str, Any] = {"home": home, "threads": threads}
+    if device not in ("llamacpp", "mock"):
+        fail(f"unknown device {device!r}; choose llamacpp or mock", EXIT_USAGE)
     settings = Settings(
         host=host,
         port=port,
@@ -83,6 +108,12 @@ def up(
         quantum=quantum,
         max_queue=max_queue,
         max_queue_per_owner=max_queue_per_owner,
+        mock_device=device == "mock",
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        request_timeout_s=request_timeout,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
     )
     try:

@@ -3,6 +3,11 @@
 Tokens are characters (id = code point). Output is a pure function of the full
 prompt (prompt + generated ids), so a resumed generation continues exactly as an
 uninterrupted one would, like greedy decoding on a real engine.
+
+Faults can be injected for the kernel's fault-tolerance tests: `fail()` makes the
+next generations raise (before any token or after some), `kill()` makes the device
+dead (health says no, generations fail, running ones break at their next token)
+until `revive()`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from llmos.devices.base import Device
+from llmos.errors import DeviceError
 from llmos.types import DeviceEvent, Finished, Snapshot, Token
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz "
@@ -36,7 +42,22 @@ class MockDevice(Device):
         self.max_in_flight = 0
         self.started_prompts: list[list[int]] = []
         self.healthy = True
+        self.dead = False
+        self._faults: list[tuple[int, Exception]] = []  # (after this many tokens, raise)
         self._recent: list[list[int]] = []
+
+    # -- fault injection -----------------------------------------------------------
+    def fail(self, times: int = 1, after: int = 0, error: Exception | None = None) -> None:
+        """The next `times` generations raise `error` (default: a DeviceError) after
+        `after` tokens."""
+        err = error or DeviceError(f"{self.name}: injected fault")
+        self._faults.extend((after, err) for _ in range(times))
+
+    def kill(self) -> None:
+        self.dead, self.healthy = True, False
+
+    def revive(self) -> None:
+        self.dead, self.healthy = False, True
 
     async def health(self) -> bool:
         return self.healthy
@@ -72,10 +93,15 @@ class MockDevice(Device):
         start = len(context)
         cached = self._cached(context)
         self.started_prompts.append(list(context))
+        fault = self._faults.pop(0) if self._faults else None
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            for _ in range(snapshot.budget):
+            for made in range(snapshot.budget):
+                if self.dead:
+                    raise DeviceError(f"{self.name} is down")
+                if fault is not None and made == fault[0]:
+                    raise fault[1]
                 generated = len(context) - len(snapshot.prompt_ids)
                 eos = self.eos_after is not None and not snapshot.params.ignore_eos
                 if eos and generated >= (self.eos_after or 0):

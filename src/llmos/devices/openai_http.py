@@ -10,7 +10,6 @@ Two modes, chosen by probing at start:
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -19,8 +18,12 @@ import httpx
 
 from llmos.devices._oai import completion_body, parse_chunk, raise_for_error
 from llmos.devices.base import Device
-from llmos.errors import DeviceError, LlmosError
+from llmos.errors import DeviceError, InvalidRequest, LlmosError
 from llmos.types import DeviceEvent, Finished, Snapshot, Token
+
+# HTTP statuses that blame the request, not the server: they fail the request at once
+# instead of counting against the device (kernel/breaker.py).
+_REQUEST_ERRORS = frozenset({400, 413, 422})
 
 
 class OpenAIHttpDevice(Device):
@@ -159,12 +162,7 @@ class OpenAIHttpDevice(Device):
         try:
             async with self._http.stream("POST", self.v1 + path, json=body) as r:
                 if r.status_code >= 400:
-                    raw = await r.aread()
-                    with contextlib.suppress(ValueError):
-                        error = json.loads(raw)
-                        if isinstance(error, dict):
-                            raise_for_error(error)
-                    raise DeviceError(f"engine answered HTTP {r.status_code}: {raw[:200]!r}")
+                    raise await self._refusal(r)
                 async for event in self._events(r):
                     yield event
                     if isinstance(event, Finished):
@@ -176,15 +174,39 @@ class OpenAIHttpDevice(Device):
             # Closing the response drops the connection; the server cancels the task.
             self.in_flight -= 1
 
+    @staticmethod
+    async def _refusal(r: httpx.Response) -> LlmosError:
+        """The error an HTTP error answer means: the request's own (a 4xx such as a
+        context overflow) or the device's (5xx, and any status we cannot tell)."""
+        raw = await r.aread()
+        try:
+            error = json.loads(raw)
+            if isinstance(error, dict):
+                raise_for_error(error)
+        except ValueError:
+            pass
+        except DeviceError as e:
+            if r.status_code not in _REQUEST_ERRORS:
+                return e
+            return InvalidRequest(f"engine rejected the request: {e.message}")
+        except LlmosError as e:
+            return e
+        if r.status_code in _REQUEST_ERRORS:
+            return InvalidRequest(f"engine rejected the request (HTTP {r.status_code})")
+        return DeviceError(f"engine answered HTTP {r.status_code}: {raw[:200]!r}")
+
     async def _events(self, r: httpx.Response) -> AsyncGenerator[DeviceEvent, None]:
         # Text mode: OpenAI-style servers send usage in a chunk after the finish_reason
         # (stream_options.include_usage), so the Finished waits for it or the stream end.
+        # A stream that ends with neither [DONE] nor a finish_reason was cut: a failure.
         pending: Finished | None = None
+        done = False
         async for line in r.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                done = True
                 break
             try:
                 chunk = json.loads(data)
@@ -212,6 +234,8 @@ class OpenAIHttpDevice(Device):
                 return
         if pending is not None:
             yield pending
+        elif not done:
+            raise DeviceError(f"stream from {self.v1} ended before the generation finished")
 
     def _chat_body(self, snapshot: Snapshot) -> dict[str, Any]:
         p = snapshot.params

@@ -1,16 +1,20 @@
-"""Devices from settings: an embedded llama.cpp (default model unless told) or an
-OpenAI-compatible server."""
+"""Devices from settings: an embedded llama.cpp (default model unless told), an
+OpenAI-compatible server, or the mock engine (`llmos up --device mock`)."""
 
 from __future__ import annotations
 
 from llmos.devices.base import Device
 from llmos.devices.catalog import default_model_path
 from llmos.devices.llamacpp import LlamaCppDevice
+from llmos.devices.mock import MockDevice
 from llmos.devices.openai_http import OpenAIHttpDevice
 from llmos.params import DEFAULT_MODEL_NAME, Settings
 
 
 def build_devices(settings: Settings) -> list[Device]:
+    if settings.mock_device:
+        model = settings.model_name or "mock"
+        return [MockDevice(model=model, slots=settings.slots, context_length=settings.ctx)]
     if settings.device_url:
         return [
             OpenAIHttpDevice(

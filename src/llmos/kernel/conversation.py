@@ -9,7 +9,10 @@ steps (down to `LOW_WATER` of its budget), so the prompt's prefix stays the same
 several turns and the engine's prefix cache keeps serving it.
 
 `view(pid)` is exactly what the last prompt held: which turns, which memories, and
-the token count of each part."""
+the token count of each part.
+
+Turn texts, the core block and the saved view (it quotes recalled memories) are
+sealed at rest with the memory store's key ring (crypto.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any
 
 from llmos.devices.base import Device
 from llmos.errors import InvalidRequest
+from llmos.kernel.crypto import Sealed
 from llmos.kernel.memindex import Scope
 from llmos.kernel.memory import MemoryStore
 
@@ -44,6 +48,11 @@ CREATE TABLE IF NOT EXISTS conv_turns (
 );
 """
 
+TURN = Sealed("conv_turns", "content", ("pid", "idx"))
+SYSTEM = Sealed("conv_core", "system", ("pid",))
+PINNED = Sealed("conv_core", "pinned", ("pid",))
+VIEW = Sealed("conv_core", "view", ("pid",))
+
 PER_MESSAGE = 6  # template tokens around each message (ChatML: <|im_start|>role\n … <|im_end|>\n)
 RECALL_SHARE = 0.25  # of the budget kept for recalled memories
 LOW_WATER = 0.6  # when the window overflows, shrink it to this share of its budget
@@ -64,7 +73,9 @@ class Conversations:
     def __init__(self, db: sqlite3.Connection, memory: MemoryStore) -> None:
         self.db = db
         self.memory = memory
+        self.keys = memory.keys
         db.executescript(SCHEMA)
+        self.keys.adopt([TURN, SYSTEM, PINNED, VIEW], lambda: None)
 
     # -- the core block ------------------------------------------------------------
     def core(self, pid: int) -> dict[str, Any]:
@@ -72,8 +83,8 @@ class Conversations:
         if row is None:
             return {"system": "", "pinned": [], "window_start": 0}
         return {
-            "system": row["system"],
-            "pinned": json.loads(row["pinned"]),
+            "system": self.keys.open_text(SYSTEM, row["system"], pid),
+            "pinned": json.loads(self.keys.open_text(PINNED, row["pinned"], pid)),
             "window_start": row["window_start"],
         }
 
@@ -94,9 +105,21 @@ class Conversations:
         self.db.execute(
             "INSERT INTO conv_core (pid, system, pinned, window_start) VALUES (?,?,?,?)"
             " ON CONFLICT(pid) DO UPDATE SET system = excluded.system, pinned = excluded.pinned",
-            (pid, current["system"], json.dumps(current["pinned"]), current["window_start"]),
+            (
+                pid,
+                self.keys.seal_text(SYSTEM, current["system"], pid),
+                self.keys.seal_text(PINNED, json.dumps(current["pinned"]), pid),
+                current["window_start"],
+            ),
         )
         return self.core(pid)
+
+    def _ensure_core(self, pid: int) -> None:
+        """A core row for `pid`, empty if new (sealed too: no value is left in clear)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO conv_core (pid, system, pinned) VALUES (?, ?, ?)",
+            (pid, self.keys.seal_text(SYSTEM, "", pid), self.keys.seal_text(PINNED, "[]", pid)),
+        )
 
     def _core_text(self, core: dict[str, Any]) -> str:
         parts = [core["system"]] if core["system"] else []
@@ -111,7 +134,9 @@ class Conversations:
             " WHERE pid = ? AND idx >= ? ORDER BY idx",
             (pid, since),
         )
-        return [Turn(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [
+            Turn(r[0], r[1], self.keys.open_text(TURN, r[2], pid, r[0]), r[3], r[4]) for r in rows
+        ]
 
     def history(self, pid: int) -> list[dict[str, Any]]:
         return [t.__dict__ for t in self.turns(pid)]
@@ -122,7 +147,7 @@ class Conversations:
         self.db.execute(
             "INSERT INTO conv_turns (pid, idx, role, content, tokens, created_at)"
             " VALUES (?,?,?,?,?,?)",
-            (pid, idx, role, content, tokens, time.time()),
+            (pid, idx, role, self.keys.seal_text(TURN, content, pid, idx), tokens, time.time()),
         )
         return Turn(idx, role, content, tokens, None)
 
@@ -220,7 +245,7 @@ class Conversations:
         return messages
 
     def _set_start(self, pid: int, start: int) -> None:
-        self.db.execute("INSERT OR IGNORE INTO conv_core (pid) VALUES (?)", (pid,))
+        self._ensure_core(pid)
         self.db.execute("UPDATE conv_core SET window_start = ? WHERE pid = ?", (start, pid))
 
     def _slide(self, owner: str, pid: int, start: int, new_idx: int, budget: int) -> int:
@@ -259,12 +284,16 @@ class Conversations:
         return chosen, used + (PER_MESSAGE + 6 if chosen else 0)  # the message and its header
 
     def save_view(self, pid: int, view: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR IGNORE INTO conv_core (pid) VALUES (?)", (pid,))
-        self.db.execute("UPDATE conv_core SET view = ? WHERE pid = ?", (json.dumps(view), pid))
+        self._ensure_core(pid)
+        sealed = self.keys.seal_text(VIEW, json.dumps(view), pid)
+        self.db.execute("UPDATE conv_core SET view = ? WHERE pid = ?", (sealed, pid))
 
     def view(self, pid: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT view FROM conv_core WHERE pid = ?", (pid,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        if row is None or row[0] is None:
+            return None
+        view: dict[str, Any] = json.loads(self.keys.open_text(VIEW, row[0], pid))
+        return view
 
     def record_reply(self, pid: int, text: str, tokens: int) -> None:
         self.append(pid, "assistant", text, tokens)

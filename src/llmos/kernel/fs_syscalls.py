@@ -10,22 +10,38 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
-from llmos.errors import InvalidRequest, Killed
+from llmos.errors import Hidden, InvalidRequest, Killed
+from llmos.kernel import access
 from llmos.kernel.sysdefs import ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
+from llmos.params import MAX_INT
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
 
 
-def _owner(k: Kernel, c: Caller) -> str:
-    """The namespace a caller's files live in: its owner's. A process acts for its
-    owner while it lives; a killed or exited process's token touches nothing."""
+def _ns(k: Kernel, c: Caller, a: dict[str, Any], path: str, write: bool) -> str:
+    """The namespace a call works in — the caller's own, or `owner`'s when shared —
+    after the access checks."""
+    _alive(k, c)
+    owner = access.target_owner(c, a)
+    access.file_access(k, c, owner, path, write)
+    return owner
+
+
+def _alive(k: Kernel, c: Caller) -> None:
+    """A killed or exited process's token touches nothing."""
     if c.pid is not None:
         proc = k.procs.find(c.pid)
         if proc is None or not proc.state.alive:
             raise Killed(f"process {c.pid} has ended", param="pid")
-    return c.owner
+
+
+def _readable(k: Kernel, c: Caller, owner: str, infos: list[dict[str, Any]]) -> Any:
+    """Only the entries the caller may read (a share or capability may cover some)."""
+    if owner == c.owner and c.caps is None:
+        return infos
+    return [i for i in infos if access.may_read_file(k, c, owner, i["path"])]
 
 
 def _str(a: dict[str, Any], key: str, default: str | None = None) -> str:
@@ -39,8 +55,8 @@ def _str(a: dict[str, Any], key: str, default: str | None = None) -> str:
 def _int(a: dict[str, Any], key: str, default: int | None = None) -> int:
     value = a.get(key)
     value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{key} must be an integer", param=key)
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
+        raise InvalidRequest(f"{key} must be an integer of at most 64 bits", param=key)
     return value
 
 
@@ -76,11 +92,13 @@ def _content(a: dict[str, Any]) -> bytes:
 
 
 async def _fs_write(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.write(_owner(k, c), _str(a, "path"), _content(a))
+    path = _str(a, "path")
+    return k.files.write(_ns(k, c, a, path, True), path, _content(a))
 
 
 async def _fs_read(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    info, data = k.files.fetch(_owner(k, c), _str(a, "path"), _opt_version(a))
+    path = _str(a, "path")
+    info, data = k.files.fetch(_ns(k, c, a, path, False), path, _opt_version(a))
     try:
         text: str | None = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -96,27 +114,49 @@ async def _fs_read(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 
 async def _fs_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.list(_owner(k, c), _str(a, "prefix", ""))
+    owner = _listable(k, c, a)
+    return _readable(k, c, owner, k.files.list(owner, _str(a, "prefix", "")))
+
+
+def _listable(k: Kernel, c: Caller, a: dict[str, Any]) -> str:
+    """Listing or searching another owner's files needs some share from them."""
+    _alive(k, c)
+    owner = access.target_owner(c, a)
+    if c.role == "process" and owner != c.owner:
+        raise Hidden(f"{owner!r} shares no files with you", param="owner")
+    if (
+        owner != c.owner
+        and not c.is_admin
+        and owner not in k.shares.owners_sharing(c.principals, "file")
+    ):
+        raise Hidden(f"{owner!r} shares no files with you", param="owner")
+    return owner
 
 
 async def _fs_stat(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.stat(_owner(k, c), _str(a, "path"))
+    path = _str(a, "path")
+    return k.files.stat(_ns(k, c, a, path, False), path)
 
 
 async def _fs_delete(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.delete(_owner(k, c), _str(a, "path"))
+    path = _str(a, "path")
+    return k.files.delete(_ns(k, c, a, path, True), path)
 
 
 async def _fs_versions(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.versions(_owner(k, c), _str(a, "path"))
+    path = _str(a, "path")
+    return k.files.versions(_ns(k, c, a, path, False), path)
 
 
 async def _fs_rollback(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.rollback(_owner(k, c), _str(a, "path"), _version(a))
+    path = _str(a, "path")
+    return k.files.rollback(_ns(k, c, a, path, True), path, _version(a))
 
 
 async def _fs_search(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.files.search(_owner(k, c), _str(a, "query"), _int(a, "limit", 10))
+    owner = _listable(k, c, a)
+    hits = k.files.search(owner, _str(a, "query"), _int(a, "limit", 10))
+    return _readable(k, c, owner, hits)
 
 
 FS_SYSCALLS = (

@@ -1,14 +1,17 @@
 """File-store helpers that need no database: path rules (one function decides what a
-path may be), FTS5 query quoting, owner keys and the splitting of text into passages."""
+path may be), FTS5 query quoting, owner keys, the splitting of text into passages and
+the public form of a file's rows."""
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
 from llmos.errors import InvalidRequest
+from llmos.kernel.ftstext import query_words
 from llmos.params import (
     FS_PASSAGE_CHARS,
     MAX_PATH_BYTES,
@@ -68,17 +71,11 @@ def check_path(path: object) -> str:
 def fts_query(text: str) -> str:
     """A user's words as an FTS5 query that cannot be a syntax error: each word a
     quoted string (so AND, NEAR, column filters and quotes are plain text), all of
-    them required; a trailing `*` keeps its meaning of a prefix search. Words with
-    no letter or digit (which FTS5 would drop) are left out."""
+    them required; a trailing `*` keeps its meaning of a prefix search. The index
+    holds bags of words (ftstext.py), so a word of several parts (`foo-bar`) asks
+    for each part; marks with no letter or digit (which FTS5 would drop) go."""
     clean = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-    terms = []
-    for word in clean.split():
-        if not any(ch.isalnum() for ch in word):
-            continue
-        stem = word.rstrip("*")  # not empty: the word has a letter or digit
-        star = "*" if stem != word else ""
-        terms.append('"' + stem.replace('"', '""') + '"' + star)
-    return " ".join(terms)
+    return " ".join(f'"{w}"' + ("*" if prefix else "") for w, prefix in query_words(clean))
 
 
 def owner_key(owner: str) -> str:
@@ -107,3 +104,28 @@ def text_of(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def file_info(row: sqlite3.Row) -> Info:
+    """A `files` row as the API shows it."""
+    return {
+        "path": row["path"],
+        "version": row["version"],
+        "size": row["size"],
+        "sha256": row["sha256"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def version_info(row: sqlite3.Row) -> Info:
+    """A `file_versions` row as the API shows it (a deletion has no hash)."""
+    deleted = bool(row["deleted"])
+    return {
+        "path": row["path"],
+        "version": row["version"],
+        "size": row["size"],
+        "sha256": None if deleted else row["sha256"],
+        "created_at": row["created_at"],
+        "deleted": deleted,
+    }

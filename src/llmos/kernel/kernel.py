@@ -16,21 +16,31 @@ from typing import Any
 
 from llmos.devices.base import Device
 from llmos.devices.embeddings import LazyEmbedder
-from llmos.errors import Forbidden, InvalidRequest, Killed, NotFound
-from llmos.kernel import prompts
+from llmos.errors import Hidden, InvalidRequest, Killed, NotFound, Unauthorized
+from llmos.kernel import access, key_syscalls, prompts, sysinfo
+from llmos.kernel.acl import Shares
 from llmos.kernel.admission import Admission
+from llmos.kernel.audit import AuditLog
+from llmos.kernel.breaker import FaultConfig
+from llmos.kernel.capability import Capability
 from llmos.kernel.conversation import Conversations
+from llmos.kernel.crypto import KeyRing
+from llmos.kernel.deadline import Deadlines
+from llmos.kernel.health import HealthMonitor
+from llmos.kernel.jobs import JobRunner
 from llmos.kernel.memory import MemoryStore
 from llmos.kernel.policies import SchedConfig
 from llmos.kernel.predictor import OutputPredictor
 from llmos.kernel.process import Process, ProcessTable, ProcState
+from llmos.kernel.ratelimit import RateLimiter
 from llmos.kernel.request import Request
 from llmos.kernel.scheduler import Hooks, Scheduler
 from llmos.kernel.stops import StopMatcher
 from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
 from llmos.kernel.tokens import Caller, TokenStore
-from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, POLICY_NAMES, Settings
+from llmos.kernel.users import Users
+from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, Settings
 from llmos.types import Snapshot
 
 log = logging.getLogger(__name__)
@@ -45,36 +55,50 @@ class Kernel:
         self.settings = settings
         self.devices = devices
         self.store = Store(settings.db_path)
-        self.files = FileStore(self.store.db)
-        self.tokens = TokenStore(self.store)
+        self.keys = KeyRing.load(self.store.db, settings.home, settings.data_key)  # at rest
+        self.files = FileStore(self.store.db, keys=self.keys)
+        self.users = Users(self.store.db)
+        self.shares = Shares(self.store.db)
+        self.audit = AuditLog(self.store.db, settings.home)
+        self.tokens = TokenStore(self.store, self.users)
         self.procs = ProcessTable()
         for proc in self.store.load_processes():
             self.procs.restore(proc)
-        self.memory = MemoryStore(self.store.db, LazyEmbedder())
+        self.memory = MemoryStore(self.store.db, LazyEmbedder(), self.keys)
         self.conversations = Conversations(self.store.db, self.memory)
         self.predictor = OutputPredictor()
         config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
         hooks = Hooks(self._on_start, self._on_yield, self._on_finish)
-        self.scheduler = Scheduler(devices, settings.policy, config, hooks)
+        faults = FaultConfig.from_settings(settings)
+        self.scheduler = Scheduler(devices, settings.policy, config, hooks, faults)
+        self.health = HealthMonitor(self.scheduler)
         self.admission = Admission(
             settings.max_queue, settings.max_queue_per_owner, sum(d.slots for d in devices)
         )
         self._background: set[asyncio.Task[None]] = set()
         self.live: dict[int, set[Request]] = {}  # pid -> its unfinished requests
         self.listeners: list[Listener] = []  # told of every finished request
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.deadlines = Deadlines(settings.request_timeout_s, self.scheduler.cancel)
+        self.listeners.append(self.deadlines.disarm)
+        self.jobs = JobRunner(self)  # the crash-safe job journal and its runner
         self.started_at = time.time()
         self.admin_token: str | None = None  # set only when generated at this start
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.gather(*(d.start() for d in self.devices))
+        self.health.start()
         self._ensure_admin()
+        key_syscalls.start_sweep(self)  # finish a key rotation a restart cut short
         rows = self.store.telemetry_since(5000)
         await self.predictor.load(rows)
+        self.jobs.start()
 
     def _ensure_admin(self) -> None:
         """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
         database and in clear only in LLMOS_HOME/admin-token (mode 0600)."""
+        self.users.ensure("admin", "admin")
         if self.settings.admin_token:
             self.tokens.install_env_admin(self.settings.admin_token)
             return
@@ -93,6 +117,8 @@ class Kernel:
         return self.settings.home / "admin-token"
 
     async def stop(self) -> None:
+        await self.jobs.stop()  # first: running jobs go back to the journal's queue
+        await self.health.stop()
         for task in list(self._background):
             task.cancel()
         for req in self.scheduler.waiting():
@@ -103,11 +129,17 @@ class Kernel:
         self.store.close()
 
     def authenticate(self, token: str | None) -> Caller:
-        return self.tokens.verify(token)
+        try:
+            return self.tokens.verify(token)
+        except Unauthorized as exc:  # audited: who tried is unknown, which id is not
+            token_id = token.split("-")[1] if token and token.count("-") >= 2 else "?"
+            self.audit.append("?", "?", token_id[:32], None, "auth", {}, "denied", exc.message)
+            raise
 
     async def call(self, name: str, caller: Caller, args: dict[str, Any] | None = None) -> Any:
         from llmos.kernel.syscalls import dispatch
 
+        self.limiter.check(caller)  # per-token rate limit: 429 before any work
         return await dispatch(self, name, caller, args or {})
 
     # -- devices -------------------------------------------------------------------
@@ -117,9 +149,10 @@ class Kernel:
     def device_for(self, model: Any) -> Device:
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model is required", param="model")
-        for dev in self.devices:
-            if dev.model == model:
-                return dev
+        serving = [d for d in self.devices if d.model == model]
+        if serving:  # one whose circuit is closed, if any (it tokenizes the prompt)
+            up = [d for d in serving if self.scheduler.breakers.allows(d.name)]
+            return (up or serving)[0]
         raise NotFound(
             f"model {model!r} does not exist; available: {', '.join(self.models())}",
             param="model",
@@ -134,9 +167,14 @@ class Kernel:
         max_concurrent: int | None = None,
         token_budget: int | None = None,
         memory_shared: bool = False,
+        caps: Capability | None = None,
     ) -> tuple[Process, str]:
-        if caller.role == "process":
-            raise Forbidden("a process token cannot spawn processes", param="authorization")
+        if caller.role == "process":  # a child: never more than its parent
+            assert caller.pid is not None
+            parent = self.procs.get(caller.pid)
+            if not parent.state.alive:
+                raise Killed(f"process {parent.pid} has ended", param="pid")
+            access.no_wider_than(parent, priority, token_budget, memory_shared)
         if not name or len(name) > MAX_NAME_LEN:
             raise InvalidRequest(f"name must be 1..{MAX_NAME_LEN} characters", param="name")
         if not 0 <= priority <= MAX_PRIORITY:
@@ -154,29 +192,28 @@ class Kernel:
             memory_shared=memory_shared,
         )
         self.store.save_process(proc)
-        token, _ = self.tokens.issue(caller.owner, "process", proc.pid)
+        expires = None if caps is None else caps.expires_at
+        token, _ = self.tokens.issue(
+            caller.owner, "process", proc.pid, expires_at=expires, caps=caps
+        )
         return proc, token
 
     def visible(self, caller: Caller, pid: int) -> Process:
         """The process, if the caller may see it; 404 otherwise (existence must not leak)."""
         proc = self.procs.find(pid)
-        if proc is None or not self._may_see(caller, proc):
+        if proc is None:
             raise NotFound(f"no process with pid {pid}", param="pid")
+        if not access.may_see(self, caller, proc):
+            raise Hidden(f"no process with pid {pid}", param="pid")
         return proc
 
-    def _may_see(self, caller: Caller, proc: Process) -> bool:
-        if caller.is_admin:
-            return True
-        if caller.role == "process":
-            return caller.pid == proc.pid
-        return caller.owner == proc.owner
-
     def list_processes(self, caller: Caller) -> list[Process]:
-        return [p for p in self.procs.list() if self._may_see(caller, p)]
+        return [p for p in self.procs.list() if access.may_see(self, caller, p)]
 
     def kill(self, caller: Caller, pid: int) -> Process:
         """Queued requests fail now; running ones stop at their next token."""
         proc = self.visible(caller, pid)
+        access.require_change(self, caller, proc)
         if not proc.state.alive:
             return proc
         proc.move(ProcState.KILLED)
@@ -218,8 +255,10 @@ class Kernel:
         kind: str,
         snapshot: Snapshot,
         conversation: bool = False,
+        deadline: bool = True,
     ) -> Request:
-        """Admit a built request for `proc` and put it on the run queue."""
+        """Admit a built request for `proc` and put it on the run queue. Batch jobs
+        (`deadline=False`) wait as long as interactive work keeps the slots busy."""
         self.admission.admit(proc)
         req = Request(
             pid=proc.pid,
@@ -239,6 +278,8 @@ class Kernel:
         self.admission.queued(req)
         self.live.setdefault(proc.pid, set()).add(req)
         self.scheduler.submit(req)
+        if deadline:
+            self.deadlines.arm(req)
         return req
 
     def cancel(self, req: Request, reason: str = "the client went away") -> None:
@@ -273,7 +314,7 @@ class Kernel:
         proc.settle()
         self.live.get(req.pid, set()).discard(req)
         self.store.save_process(proc)
-        self.store.add_telemetry(telemetry_row(req))
+        self.store.add_telemetry(sysinfo.telemetry_row(req))
         if req.started_at is not None and req.finished_at is not None:
             self.admission.served(req.finished_at - req.started_at)
         if req.finish_reason in ("stop", "length"):
@@ -295,29 +336,7 @@ class Kernel:
         return self.scheduler.config
 
     def sched_info(self) -> dict[str, Any]:
-        s = self.scheduler
-        c = self.sched_config
-        return {
-            "policy": s.policy_name,
-            "policies": list(POLICY_NAMES),
-            "quantum": c.quantum,
-            "aging_s": c.aging_s,
-            "mlfq_levels": c.mlfq_levels,
-            "mlfq_boost_s": c.mlfq_boost_s,
-            "weights": dict(c.fair_weights),
-            "preemptions": s.stats.preemptions,
-            "resumes": s.stats.resumes,
-            "resume_cache_hit": s.stats.cache_hit,
-            "decision_us": (s.decision_ns / s.decisions / 1000) if s.decisions else None,
-            "predictor": {
-                "rows": len(self.predictor.rows),
-                "trained_on": self.predictor.trained_on,
-                "model": type(self.predictor.model).__name__ if self.predictor.model else None,
-            },
-            "max_queue": self.admission.max_queue,
-            "max_queue_per_owner": self.admission.max_queue_per_owner,
-            "waiting": self.admission.waiting,
-        }
+        return sysinfo.sched_info(self)
 
     def set_policy(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Switch policy (and knobs) at run time; waiting requests move over."""
@@ -325,67 +344,3 @@ class Kernel:
         config.validate()
         self.scheduler.set_policy(name, config)
         return self.sched_info()
-
-    def info(self) -> dict[str, Any]:
-        procs = self.procs.list()
-        return {
-            "version": _version(),
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "policy": self.scheduler.policy_name,
-            "models": self.models(),
-            "devices": len(self.devices),
-            "slots": sum(d.slots for d in self.devices),
-            "processes": len(procs),
-            "processes_alive": sum(p.state.alive for p in procs),
-            "requests_running": self.scheduler.num_running(),
-            "requests_waiting": self.scheduler.num_waiting(),
-            "home": str(self.settings.home),
-        }
-
-    async def device_infos(self) -> list[dict[str, Any]]:
-        out = []
-        for d in self.devices:
-            info = await d.info()
-            out.append(
-                {
-                    **info.__dict__,
-                    "running": len(self.scheduler.running[d.name]),
-                    "peak_running": self.scheduler.peak_running[d.name],
-                    "dispatched": self.scheduler.dispatched[d.name],
-                    "waiting": len(self.scheduler.queue(d.model)),
-                }
-            )
-        return out
-
-
-def telemetry_row(req: Request) -> dict[str, Any]:
-    end = req.finished_at or time.monotonic()
-    return {
-        "request_id": req.id,
-        "owner": req.owner,
-        "pid": req.pid,
-        "model": req.model,
-        "device": req.device,
-        "kind": req.kind,
-        "priority": req.priority,
-        "prompt_tokens": req.prompt_tokens,
-        "output_tokens": req.output_tokens,
-        "cached_tokens": req.cached_tokens,
-        "max_tokens": req.snapshot.params.max_tokens,
-        "queue_wait_s": (req.started_at - req.created_at) if req.started_at else None,
-        "ttft_s": (req.first_token_at - req.created_at) if req.first_token_at else None,
-        "total_s": end - req.created_at,
-        "finish_reason": req.finish_reason or "unknown",
-        "created_at": req.created_wall,
-        "preemptions": req.preemptions,
-        "session": req.session,
-    }
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("llmos")
-    except PackageNotFoundError:
-        return "0+unknown"

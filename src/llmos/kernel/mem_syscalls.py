@@ -6,24 +6,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest, Killed
-from llmos.kernel import prompts
-from llmos.kernel.memindex import Scope
+from llmos.kernel import access, prompts
 from llmos.kernel.request import Request
 from llmos.kernel.sysdefs import ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
+from llmos.params import MAX_INT
 from llmos.types import Snapshot
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
-
-
-def memory_scope(k: Kernel, caller: Caller) -> Scope:
-    """A process sees its own memories (and its owner's shared ones if granted);
-    a user its whole namespace."""
-    if caller.pid is None:
-        return Scope(caller.owner)
-    proc = k.procs.get(caller.pid)
-    return Scope(caller.owner, caller.pid, shared=proc.memory_shared)
 
 
 def _str(a: dict[str, Any], key: str, required: bool = True) -> str | None:
@@ -37,8 +28,8 @@ def _str(a: dict[str, Any], key: str, required: bool = True) -> str | None:
 
 def _int(a: dict[str, Any], key: str, default: int | None = None, lo: int = 0) -> int:
     value = a.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise InvalidRequest(f"{key} must be an integer >= {lo}", param=key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= MAX_INT:
+        raise InvalidRequest(f"{key} must be an integer from {lo} to {MAX_INT}", param=key)
     return value
 
 
@@ -61,7 +52,7 @@ def _meta(a: dict[str, Any]) -> dict[str, Any] | None:
 async def mem_add(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     text = _str(a, "text")
     assert text is not None
-    scope = memory_scope(k, c)
+    scope = access.memory_access(k, c, a, write=True)
     shared = a.get("shared", False)
     if not isinstance(shared, bool):
         raise InvalidRequest("shared must be true or false", param="shared")
@@ -72,7 +63,9 @@ async def mem_add(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
         pid = None if shared else c.pid
     else:
         pid = None if a.get("pid") is None else k.visible(c, _int(a, "pid", lo=1)).pid
-    return k.memory.add(c.owner, pid, text, _tags(a), _meta(a))
+        if pid is not None and k.procs.get(pid).owner != scope.owner:
+            raise InvalidRequest(f"process {pid} does not belong to {scope.owner}", param="pid")
+    return k.memory.add(scope.owner, pid, text, _tags(a), _meta(a))
 
 
 async def mem_search(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
@@ -82,32 +75,38 @@ async def mem_search(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     if count > 100:
         raise InvalidRequest("k must be at most 100", param="k")
     tag = _str(a, "tag", required=False)
-    return k.memory.search(memory_scope(k, c), query, count, tag)
+    return k.memory.search(access.memory_access(k, c, a, False), query, count, tag)
 
 
 async def mem_get(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.memory.get(memory_scope(k, c), _int(a, "id", lo=1))
+    mid = _int(a, "id", lo=1)
+    return k.memory.get(access.memory_access(k, c, a, False, mid), mid)
 
 
 async def mem_update(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     text = _str(a, "text", required=False)
-    return k.memory.update(memory_scope(k, c), _int(a, "id", lo=1), text, _tags(a), _meta(a))
+    mid = _int(a, "id", lo=1)
+    scope = access.memory_access(k, c, a, True, mid)
+    return k.memory.update(scope, mid, text, _tags(a), _meta(a))
 
 
 async def mem_delete(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.memory.delete(memory_scope(k, c), _int(a, "id", lo=1))
+    mid = _int(a, "id", lo=1)
+    return k.memory.delete(access.memory_access(k, c, a, True, mid), mid)
 
 
 async def mem_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     limit = _int(a, "limit", 50, lo=1)
     tag = _str(a, "tag", required=False)
-    return k.memory.listing(memory_scope(k, c), tag, min(limit, 1000), _int(a, "offset", 0))
+    scope = access.memory_access(k, c, a, False)
+    return k.memory.listing(scope, tag, min(limit, 1000), _int(a, "offset", 0))
 
 
 async def conv_send(k: Kernel, c: Caller, a: dict[str, Any]) -> Request:
     """One turn of a kernel-kept conversation: the client sends only the new turn."""
     pid = _int(a, "pid", lo=1)
     proc = k.visible(c, pid)
+    access.require_change(k, c, proc)
     if not proc.state.alive:
         raise Killed(f"process {pid} has ended ({proc.state.name.lower()})", param="pid")
     content = _str(a, "content")
@@ -137,8 +136,10 @@ async def conv_history(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 
 async def conv_core(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    pid = k.visible(c, _int(a, "pid", lo=1)).pid
+    proc = k.visible(c, _int(a, "pid", lo=1))
+    pid = proc.pid
     if "system" in a or "pinned" in a:
+        access.require_change(k, c, proc)
         return k.conversations.set_core(pid, a.get("system"), a.get("pinned"))
     return k.conversations.core(pid)
 
@@ -160,6 +161,9 @@ MEM_SYSCALLS = (
     ),
     Syscall("conv.history", conv_history, READERS, "every turn of a conversation"),
     Syscall(
-        "conv.core", conv_core, ALL, "get or set a conversation's system prompt and pinned facts"
+        "conv.core",
+        conv_core,
+        READERS,
+        "get or set a conversation's system prompt and pinned facts",
     ),
 )

@@ -10,7 +10,7 @@ import numpy as np
 
 MIN_SIMILARITY = 0.05  # dense hits below this cosine are noise, not meaning
 RELATIVE_CUT = 0.5  # ... and so are hits below half the best hit's cosine
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # words as the FTS index cuts them (ftstext.py)
 STOPWORDS = frozenset(
     [
         "a",

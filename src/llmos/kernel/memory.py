@@ -6,7 +6,11 @@ vectors of each owner are also kept in memory as one matrix, built on first use.
 
 Scope: a memory belongs to an owner and either to one process (pid) or to the owner
 as a whole (pid NULL, "shared"). A process sees its own memories and, if granted,
-its owner's shared ones; a user sees all of its own namespace."""
+its owner's shared ones; a user sees all of its own namespace.
+
+Texts are sealed at rest (crypto.py; the row's id is bound into each). The FTS5 index
+is contentless and holds each text as a bag of its words (ftstext.py): no plaintext
+copy is kept, and removing a text from the index repeats the bag that was added."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import numpy as np
 
 from llmos.devices.embeddings import Embedder
 from llmos.errors import InvalidRequest, NotFound
+from llmos.kernel.crypto import KeyRing, Sealed
+from llmos.kernel.ftstext import bag
 from llmos.kernel.memindex import Scope, VectorIndex, fts_query, query_terms
 
 SCHEMA = """
@@ -34,11 +40,14 @@ CREATE TABLE IF NOT EXISTS memories (
     embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS memories_scope ON memories(owner, pid);
-CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
-    text, content='memories', content_rowid='id', tokenize='unicode61'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, 'row');
 """
+# Single statements: executescript would COMMIT the transaction `_reindex` runs in.
+FTS = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5("
+    "text, content='', tokenize='unicode61')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, 'row')",
+)
+TEXT = Sealed("memories", "text", ("id",))
 
 MAX_TEXT = 64 * 1024
 RRF_K = 60
@@ -46,11 +55,56 @@ RARE_SHARE = 0.02  # BM25 uses only terms found in at most this share of memorie
 
 
 class MemoryStore:
-    def __init__(self, db: sqlite3.Connection, embedder: Embedder | None) -> None:
+    def __init__(self, db: sqlite3.Connection, embedder: Embedder | None, keys: KeyRing) -> None:
         self.db = db
         self.embedder = embedder
+        self.keys = keys
         db.executescript(SCHEMA)
+        for sql in FTS:
+            db.execute(sql)
         self._vectors: dict[str, VectorIndex] = {}
+        keys.adopt([TEXT], self._reindex)
+
+    def _reindex(self) -> None:
+        """The index anew from the sealed texts (the old one may hold plaintext)."""
+        self.db.execute("DROP TABLE IF EXISTS memories_vocab")
+        self.db.execute("DROP TABLE IF EXISTS memories_fts")
+        for sql in FTS:
+            self.db.execute(sql)
+        for row in self.db.execute("SELECT id, text FROM memories").fetchall():
+            self._index(row["id"], self._text(row))
+
+    def _index(self, mid: int, text: str, *, drop: bool = False) -> None:
+        if drop:  # a contentless table forgets a row given exactly what it was given
+            self.db.execute(
+                "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', ?, ?)",
+                (mid, bag(text)),
+            )
+        else:
+            self.db.execute(
+                "INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, bag(text))
+            )
+
+    def _text(self, row: sqlite3.Row) -> str:
+        return self.keys.open_text(TEXT, row["text"], row["id"])
+
+    def _insert(
+        self, owner: str, pid: int | None, text: str, tags: str, meta: str, blob: bytes | None
+    ) -> int:
+        """One memory row and its index entry. Its id is bound into the sealed text, so
+        the text is written once the id is known (callers hold a transaction)."""
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO memories (owner, pid, text, tags, meta, created_at, updated_at, embedding)"
+            " VALUES (?,?,x'',?,?,?,?,?)",
+            (owner, pid, tags, meta, now, now, blob),
+        )
+        mid = int(cur.lastrowid or 0)
+        self.db.execute(
+            "UPDATE memories SET text = ? WHERE id = ?", (self.keys.seal_text(TEXT, text, mid), mid)
+        )
+        self._index(mid, text)
+        return mid
 
     # -- vectors -------------------------------------------------------------------
     def _embed(self, text: str) -> np.ndarray | None:
@@ -84,23 +138,15 @@ class MemoryStore:
     ) -> dict[str, Any]:
         _check_text(text)
         vec = self._embed(text)
-        now = time.time()
-        cur = self.db.execute(
-            "INSERT INTO memories (owner, pid, text, tags, meta, created_at, updated_at, embedding)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (
+        with self.keys.atomic():
+            mid = self._insert(
                 owner,
                 pid,
                 text,
                 json.dumps(tags or []),
                 json.dumps(meta or {}),
-                now,
-                now,
                 vec.tobytes() if vec is not None else None,
-            ),
-        )
-        mid = int(cur.lastrowid or 0)
-        self.db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, text))
+            )
         if vec is not None and owner in self._vectors:
             self._vectors[owner].add(mid, pid, vec)
         return self.get(Scope(owner), mid)
@@ -112,18 +158,12 @@ class MemoryStore:
         for text in texts:
             _check_text(text)
         vecs = self.embedder.embed(texts) if self.embedder is not None else None
-        now, ids = time.time(), []
+        ids = []
         self.db.execute("BEGIN")
         try:
             for i, text in enumerate(texts):
                 blob = vecs[i].tobytes() if vecs is not None else None
-                cur = self.db.execute(
-                    "INSERT INTO memories (owner, pid, text, tags, meta, created_at, updated_at,"
-                    " embedding) VALUES (?,?,?,?,'{}',?,?,?)",
-                    (owner, pid, text, json.dumps(tags or []), now, now, blob),
-                )
-                mid = int(cur.lastrowid or 0)
-                self.db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, text))
+                mid = self._insert(owner, pid, text, json.dumps(tags or []), "{}", blob)
                 ids.append(mid)
                 if vecs is not None and owner in self._vectors:
                     self._vectors[owner].add(mid, pid, vecs[i])
@@ -142,7 +182,10 @@ class MemoryStore:
         return row
 
     def get(self, scope: Scope, mid: int) -> dict[str, Any]:
-        return _public(self._row(scope, mid))
+        return self._public(self._row(scope, mid))
+
+    def _public(self, row: sqlite3.Row) -> dict[str, Any]:
+        return {**_public(row), "text": self._text(row)}
 
     def update(
         self,
@@ -156,15 +199,17 @@ class MemoryStore:
         if text is not None:
             _check_text(text)
             vec = self._embed(text)
-            self.db.execute(
-                "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', ?, ?)",
-                (mid, row["text"]),
-            )
-            self.db.execute("INSERT INTO memories_fts (rowid, text) VALUES (?, ?)", (mid, text))
-            self.db.execute(
-                "UPDATE memories SET text = ?, embedding = ? WHERE id = ?",
-                (text, vec.tobytes() if vec is not None else None, mid),
-            )
+            with self.keys.atomic():
+                self._index(mid, self._text(row), drop=True)
+                self._index(mid, text)
+                self.db.execute(
+                    "UPDATE memories SET text = ?, embedding = ? WHERE id = ?",
+                    (
+                        self.keys.seal_text(TEXT, text, mid),
+                        vec.tobytes() if vec is not None else None,
+                        mid,
+                    ),
+                )
             vecs = self._vectors.get(scope.owner)
             if vecs is not None:
                 vecs.drop(mid)
@@ -179,15 +224,14 @@ class MemoryStore:
 
     def delete(self, scope: Scope, mid: int) -> dict[str, Any]:
         row = self._row(scope, mid)
-        self.db.execute(
-            "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', ?, ?)",
-            (mid, row["text"]),
-        )
-        self.db.execute("DELETE FROM memories WHERE id = ?", (mid,))
+        gone = {**self._public(row), "deleted": True}
+        with self.keys.atomic():
+            self._index(mid, gone["text"], drop=True)
+            self.db.execute("DELETE FROM memories WHERE id = ?", (mid,))
         vecs = self._vectors.get(scope.owner)
         if vecs is not None:
             vecs.drop(mid)
-        return {**_public(row), "deleted": True}
+        return gone
 
     def listing(
         self, scope: Scope, tag: str | None = None, limit: int = 50, offset: int = 0
@@ -198,10 +242,10 @@ class MemoryStore:
             sql += " AND (pid = ?" + (" OR pid IS NULL)" if scope.shared else ")")
             args.append(scope.pid)
         sql += " ORDER BY id DESC"
-        rows = [_public(r) for r in self.db.execute(sql, args)]
+        rows = self.db.execute(sql, args).fetchall()
         if tag is not None:
-            rows = [r for r in rows if tag in r["tags"]]
-        return rows[offset : offset + limit]
+            rows = [r for r in rows if tag in json.loads(r["tags"])]
+        return [self._public(r) for r in rows[offset : offset + limit]]  # opens only these
 
     # -- search --------------------------------------------------------------------
     def search(
@@ -276,7 +320,7 @@ def _public(row: sqlite3.Row) -> dict[str, Any]:
         "owner": row["owner"],
         "pid": row["pid"],
         "scope": "process" if row["pid"] is not None else "shared",
-        "text": row["text"],
+        "text": None,  # sealed: MemoryStore._public opens it
         "tags": json.loads(row["tags"]),
         "meta": json.loads(row["meta"]),
         "created_at": row["created_at"],

@@ -83,6 +83,7 @@ class Request:
     enqueued_at: float = field(default_factory=time.monotonic)  # last put on the run queue
     dispatches: int = 0  # times given a slot; > 1 means it was resumed
     preemptions: int = 0  # times it lost its slot unfinished while others waited
+    faults: int = 0  # device failures it was requeued (or failed) after
     segment_tokens: int = 0  # tokens generated in the current dispatch
     preempt_requested: bool = False  # leave the slot at the next clean token boundary
     matcher: StopMatcher | None = None  # stop-string state survives preemptions

@@ -7,7 +7,10 @@ Invariants:
   next one dispatched there never waits inside the engine;
 - a context switch happens only at a token boundary: the snapshot (prompt ids +
   generated ids + sampling parameters) resumes on any slot of a device serving the
-  same model, so with greedy sampling the output is the same as without the switch.
+  same model, so with greedy sampling the output is the same as without the switch;
+- a device failure is a context switch nobody asked for: the request goes back on the
+  run queue with its snapshot (within its retry budget) and nothing is dispatched to
+  the device until its circuit breaker (breaker.py) closes again.
 The policy decides order (push/pop), quanta and victims; the rest is written once here.
 """
 
@@ -21,9 +24,11 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from llmos.devices.base import Device
-from llmos.errors import DeviceError, Killed, LlmosError
+from llmos.errors import DeviceError, Killed, LlmosError, Unavailable
+from llmos.kernel.breaker import Breakers, FaultConfig
 from llmos.kernel.policies import Policy, SchedConfig, make_policy
 from llmos.kernel.request import Delta, ReqState, Request
+from llmos.kernel.stops import StopMatcher
 from llmos.types import Token
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,19 @@ class SwitchStats:
 
 
 class Scheduler:
-    def __init__(self, devices: list[Device], policy: str, config: SchedConfig, hooks: Hooks):
+    def __init__(
+        self,
+        devices: list[Device],
+        policy: str,
+        config: SchedConfig,
+        hooks: Hooks,
+        faults: FaultConfig | None = None,
+    ):
         self.devices = devices
         self.config = config
         self.hooks = hooks
+        self.faults = faults or FaultConfig()
+        self.breakers = Breakers((d.name for d in devices), self.faults)
         self.policy_name = policy
         self._queues: dict[str, Policy] = {d.model: make_policy(policy, config) for d in devices}
         self.running: dict[str, set[Request]] = {d.name: set() for d in devices}
@@ -99,16 +113,22 @@ class Scheduler:
         """Fail a waiting request now; stop a running one at its next token."""
         if req.state.finished:
             return
-        queue = self._queues[req.model]
-        if queue.remove(req):
-            queue.on_finish(req, False)
-            req.finish(ReqState.FINISHED_ABORTED, error)
-            self.hooks.on_finish(req, False)
+        if self._unqueue(req, ReqState.FINISHED_ABORTED, error):
             return
         task = self._tasks.get(req)
         if task is not None:
             self._abort[req] = error
             task.cancel()
+
+    def _unqueue(self, req: Request, state: ReqState, error: LlmosError) -> bool:
+        """End a waiting request; False if it was not on the run queue."""
+        queue = self._queues[req.model]
+        if not queue.remove(req):
+            return False
+        queue.on_finish(req, False)
+        req.finish(state, error)
+        self.hooks.on_finish(req, False)
+        return True
 
     def preempt(self, req: Request) -> bool:
         """Take the slot from a running request at its next clean token boundary."""
@@ -126,6 +146,8 @@ class Scheduler:
         t0 = time.perf_counter_ns()
         acted = False
         for dev in self.devices:
+            if not self.breakers.allows(dev.name):
+                continue
             queue = self._queues[dev.model]
             running = self.running[dev.name]
             while len(running) < dev.slots and (req := queue.pop()) is not None:
@@ -232,19 +254,59 @@ class Scheduler:
         elif task.cancelled():
             self._end(req, queue, ReqState.FINISHED_ABORTED, abort or Killed("request cancelled"))
         elif (exc := task.exception()) is not None:
-            if not isinstance(exc, LlmosError):
-                log.error("device %s failed on %s", dev.name, req.id, exc_info=exc)
-                exc = DeviceError(f"device {dev.name} failed: {exc}")
-            self._end(req, queue, ReqState.FINISHED_ERROR, exc)
-        elif (outcome := task.result()) == ReqState.PREEMPTED:
-            self._requeue(req, queue, expired=not req.preempt_requested)
+            self._failed(req, dev, queue, exc)
         else:
-            self._end(req, queue, outcome, None)
+            self.breakers[dev.name].success()
+            if (outcome := task.result()) == ReqState.PREEMPTED:
+                self._requeue(req, queue, expired=not req.preempt_requested)
+            else:
+                self._end(req, queue, outcome, None)
         self.schedule()
 
-    def _requeue(self, req: Request, queue: Policy, expired: bool) -> None:
-        """Back on the run queue as PREEMPTED; counted when others were waiting."""
-        counted = not expired or len(queue) > 0
+    def _failed(self, req: Request, dev: Device, queue: Policy, exc: BaseException) -> None:
+        """A generation raised. An error of the request itself (the engine refused it)
+        ends it; a device failure counts against the device's breaker and requeues the
+        request with its snapshot, while it has retries left and can resume exactly:
+        token-exact on a switchable device, else from scratch if nothing was sent yet."""
+        if isinstance(exc, LlmosError) and not isinstance(exc, DeviceError):
+            self._end(req, queue, ReqState.FINISHED_ERROR, exc)
+            return
+        if not isinstance(exc, LlmosError):  # a driver bug or an untranslated error
+            log.error("device %s failed on %s", dev.name, req.id, exc_info=exc)
+        reason = exc.message if isinstance(exc, LlmosError) else f"{type(exc).__name__}: {exc}"
+        self.breakers.failure(dev.name, reason)
+        req.faults += 1
+        exact = self._switchable(req, dev)
+        if req.faults > self.faults.retries:
+            why = f"failed {req.faults} times on this request (retries: {self.faults.retries})"
+        elif not exact and req.text:
+            why = "failed after part of the answer was sent, and cannot resume it exactly"
+        else:
+            log.warning("device %s failed on %s (%s): requeued", dev.name, req.id, reason)
+            self._rewind(req, restart=not exact)
+            self._requeue(req, queue, expired=False, fault=True)
+            return
+        self._end(
+            req, queue, ReqState.FINISHED_ERROR, DeviceError(f"device {dev.name} {why}: {reason}")
+        )
+
+    @staticmethod
+    def _rewind(req: Request, restart: bool) -> None:
+        """Make the snapshot a clean resume point: drop trailing tokens whose text never
+        arrived (a character cut in two), or everything when restarting from scratch."""
+        if restart:
+            req.snapshot.generated_ids.clear()
+            req.pending.clear()
+            req.matcher = StopMatcher(req.snapshot.params.stop)
+            return
+        while req.pending and not req.pending[-1].text:
+            req.pending.pop()
+            req.snapshot.generated_ids.pop()
+
+    def _requeue(self, req: Request, queue: Policy, expired: bool, fault: bool = False) -> None:
+        """Back on the run queue as PREEMPTED; counted when others were waiting (not
+        after a device fault: no one took the slot)."""
+        counted = not fault and (not expired or len(queue) > 0)
         if counted:
             req.preemptions += 1
             self.stats.preemptions += 1
@@ -259,6 +321,41 @@ class Scheduler:
         queue.on_finish(req, True)
         req.finish(state, error)
         self.hooks.on_finish(req, True)
+
+    # -- devices that do not come back --------------------------------------------
+    def _down_since(self, model: str) -> float | None:
+        """Since when no device of `model` takes dispatches; None if one does."""
+        breakers = [self.breakers[d.name] for d in self.devices if d.model == model]
+        if any(b.allows for b in breakers):
+            return None
+        return max(b.down_since or 0.0 for b in breakers)
+
+    def next_stranded_deadline(self) -> float | None:
+        """When the next waiting request will have waited too long for a device."""
+        deadlines = []
+        for model, queue in self._queues.items():
+            since = self._down_since(model)
+            if since is not None and len(queue):
+                first = min(r.enqueued_at for r in queue.waiting())
+                deadlines.append(max(first, since) + self.faults.wait_s)
+        return min(deadlines, default=None)
+
+    def expire_stranded(self) -> None:
+        """Fail (503) requests that waited `wait_s` for a device of their model to return."""
+        now = time.monotonic()
+        for model, queue in self._queues.items():
+            since = self._down_since(model)
+            if since is None:
+                continue
+            down = [self.breakers[d.name] for d in self.devices if d.model == model]
+            states = "; ".join(
+                f"{b.device} is {b.state.name.lower()} ({b.last_error})" for b in down
+            )
+            wait = self.faults.wait_s
+            for req in queue.waiting():
+                if now - max(req.enqueued_at, since) >= wait:
+                    message = f"no device serving {model!r} came back within {wait:g}s: {states}"
+                    self._unqueue(req, ReqState.FINISHED_ERROR, Unavailable(message, param="model"))
 
     async def drain(self) -> None:
         """Cancel everything running (shutdown)."""

@@ -10,7 +10,9 @@ Invariants:
 - `files` has one row per (owner, path) ever written; its `version` is the newest
   `file_versions` row of that path and `deleted` mirrors that row's flag;
 - `files_fts` holds the passages of every live file whose content is UTF-8 and
-  nothing else: passage i of file f has rowid (f << PASSAGE_BITS) + i;
+  nothing else: passage i of file f has rowid (f << PASSAGE_BITS) + i. It is
+  contentless and holds each passage as a bag of words (ftstext.py): contents are
+  sealed (crypto.py) and no plaintext copy of them is kept anywhere;
 - the quota counts live files only; history is bounded by `max_versions` instead.
 
 The connection is the kernel Store's, used from the event loop thread only; each
@@ -28,14 +30,18 @@ from itertools import islice
 from typing import Any
 
 from llmos.errors import InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded, Unavailable
+from llmos.kernel.crypto import KeyRing, Sealed
 from llmos.kernel.fspaths import (
     bad_char,
     check_path,
+    file_info,
     fts_query,
     owner_key,
     passages,
     text_of,
+    version_info,
 )
+from llmos.kernel.ftstext import bag, query_words, snippet
 from llmos.params import (
     FS_QUOTA_BYTES,
     MAX_FILE_BYTES,
@@ -73,10 +79,12 @@ CREATE TABLE IF NOT EXISTS file_versions (
     deleted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner, path, version)
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
-    okey, path, body, tokenize='unicode61'
-);
 """
+FTS = """
+CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
+    okey, path, body, content='', tokenize='unicode61'
+)"""
+CONTENT = Sealed("file_versions", "content", ("owner", "path", "version"))
 
 # Search indexes text in passages of about FS_PASSAGE_CHARS: FTS5's snippet() costs
 # the square of the text it looks at, so a whole 8 MiB file would stall the loop for
@@ -89,6 +97,7 @@ class FileStore:
         self,
         db: sqlite3.Connection,
         *,
+        keys: KeyRing,
         max_file_bytes: int = MAX_FILE_BYTES,
         quota_bytes: int = FS_QUOTA_BYTES,
         max_files: int = MAX_FILES,
@@ -97,11 +106,14 @@ class FileStore:
         if min(max_file_bytes, quota_bytes, max_files, max_versions) < 1:
             raise InvalidRequest("file storage limits must be positive", param="files")
         self.db = db
+        self.keys = keys
         self.max_file_bytes = max_file_bytes
         self.quota_bytes = quota_bytes
         self.max_files = max_files
         self.max_versions = max_versions
         self.db.executescript(SCHEMA)
+        self.db.execute(FTS)
+        keys.adopt([CONTENT], self._reindex)
 
     # -- reading -------------------------------------------------------------------
     def read(self, owner: str, path: str, version: int | None = None) -> bytes:
@@ -115,10 +127,10 @@ class FileStore:
         row = self._version(owner, path, version)
         if row["deleted"]:
             raise NotFound(f"version {version} of {path!r} is a deletion", param="version")
-        return _version_info(row), bytes(row["content"])
+        return version_info(row), self._content(row)
 
     def stat(self, owner: str, path: str) -> Info:
-        return _file_info(self._live(owner, check_path(path)))
+        return file_info(self._live(owner, check_path(path)))
 
     def list(self, owner: str, prefix: str = "") -> Infos:
         """Live files whose path starts with `prefix` (a string prefix, as S3's)."""
@@ -133,7 +145,7 @@ class FileStore:
             " AND substr(path, 1, length(?)) = ? ORDER BY path",
             (owner, prefix, prefix),
         ).fetchall()
-        return [_file_info(r) for r in rows]
+        return [file_info(r) for r in rows]
 
     def versions(self, owner: str, path: str) -> Infos:
         """Every kept version of a path, deletions included, oldest first."""
@@ -145,7 +157,7 @@ class FileStore:
         ).fetchall()
         if not rows:
             raise NotFound(f"no file {path!r}", param="path")
-        return [_version_info(r) for r in rows]
+        return [version_info(r) for r in rows]
 
     def usage(self, owner: str) -> Info:
         """What an owner's live files take, against its limits."""
@@ -196,12 +208,9 @@ class FileStore:
             ).fetchone()
             if row is None:
                 continue
-            snippet = self.db.execute(
-                "SELECT snippet(files_fts, 2, '**', '**', '…', 16) FROM files_fts"
-                " WHERE files_fts MATCH ? AND rowid = ?",
-                (match, rowid),
-            ).fetchone()[0]
-            out.append({**_file_info(row), "snippet": snippet})
+            text = text_of(self._content(self._version(owner, row["path"], row["version"])))
+            piece = next(islice(passages(text or ""), rowid - (file_id << PASSAGE_BITS), None), "")
+            out.append({**file_info(row), "snippet": snippet(piece, query_words(query))})
             if len(out) == limit:
                 break
         return out
@@ -217,6 +226,7 @@ class FileStore:
         now = time.time()
         with self._atomic():
             row = self._live(owner, path)
+            self._unindex(row)
             version = int(row["version"]) + 1
             self._add_version(owner, path, version, b"", "", now, deleted=True)
             self.db.execute(
@@ -224,7 +234,6 @@ class FileStore:
                 " updated_at = ? WHERE id = ?",
                 (version, now, row["id"]),
             )
-            self._unindex(int(row["id"]))
         return {"path": path, "version": version, "deleted": True, "updated_at": now}
 
     def rollback(self, owner: str, path: str, version: int) -> Info:
@@ -236,7 +245,7 @@ class FileStore:
                 f"version {version} of {path!r} is a deletion; delete the file instead",
                 param="version",
             )
-        return {**self._put(owner, path, bytes(old["content"])), "restored_from": version}
+        return {**self._put(owner, path, self._content(old)), "restored_from": version}
 
     # -- mechanism -----------------------------------------------------------------
     def _put(self, owner: str, path: str, data: bytes) -> Info:
@@ -266,6 +275,8 @@ class FileStore:
                 )
             version = 1 if row is None else int(row["version"]) + 1
             created = float(live["created_at"]) if live is not None else now
+            if live is not None:  # before _add_version, which may prune its version
+                self._unindex(live)
             self._add_version(owner, path, version, data, digest, now, deleted=False)
             self.db.execute(
                 "INSERT INTO files (owner, path, version, size, sha256, deleted, created_at,"
@@ -277,10 +288,7 @@ class FileStore:
             file_id = self.db.execute(
                 "SELECT id FROM files WHERE owner = ? AND path = ?", (owner, path)
             ).fetchone()[0]
-            self._unindex(file_id)
-            text = text_of(data)
-            if text is not None:
-                self._index(file_id, owner, path, text)
+            self._index(file_id, owner, path, data)
         return {
             "path": path,
             "version": version,
@@ -304,26 +312,59 @@ class FileStore:
         self.db.execute(
             "INSERT INTO file_versions (owner, path, version, content, sha256, size,"
             " created_at, deleted) VALUES (?,?,?,?,?,?,?,?)",
-            (owner, path, version, data, digest, len(data), now, int(deleted)),
+            (
+                owner,
+                path,
+                version,
+                self.keys.seal(CONTENT, data, owner, path, version),
+                digest,
+                len(data),
+                now,
+                int(deleted),
+            ),
         )
         self.db.execute(
             "DELETE FROM file_versions WHERE owner = ? AND path = ? AND version <= ?",
             (owner, path, version - self.max_versions),
         )
 
-    def _index(self, file_id: int, owner: str, path: str, text: str) -> None:
+    def _index(
+        self, file_id: int, owner: str, path: str, data: bytes, *, drop: bool = False
+    ) -> None:
+        """Add (or, with `drop`, remove) a text file's passages, as bags of words. The
+        table keeps no content, so removing repeats exactly what was added."""
+        text = text_of(data)
+        if text is None:
+            return
         key, base = owner_key(owner), file_id << PASSAGE_BITS
         pieces = islice(passages(text or " "), 1 << PASSAGE_BITS)  # " ": paths of empty files
+        sql = (
+            "INSERT INTO files_fts (files_fts, rowid, okey, path, body) VALUES ('delete',?,?,?,?)"
+            if drop
+            else "INSERT INTO files_fts (rowid, okey, path, body) VALUES (?,?,?,?)"
+        )
         self.db.executemany(
-            "INSERT INTO files_fts (rowid, okey, path, body) VALUES (?,?,?,?)",
-            ((base + i, key, path, piece) for i, piece in enumerate(pieces)),
+            sql, ((base + i, key, path, bag(piece)) for i, piece in enumerate(pieces))
         )
 
-    def _unindex(self, file_id: int) -> None:
-        base = file_id << PASSAGE_BITS
-        self.db.execute(
-            "DELETE FROM files_fts WHERE rowid BETWEEN ? AND ?",
-            (base, base + (1 << PASSAGE_BITS) - 1),
+    def _unindex(self, live: sqlite3.Row) -> None:
+        """Remove a live file's current content from the index."""
+        owner, path = live["owner"], live["path"]
+        data = self._content(self._version(owner, path, int(live["version"])))
+        self._index(int(live["id"]), owner, path, data, drop=True)
+
+    def _reindex(self) -> None:
+        """The index anew from the sealed contents (first start with encryption: the
+        old table may hold plaintext)."""
+        self.db.execute("DROP TABLE IF EXISTS files_fts")  # (executescript would COMMIT)
+        self.db.execute(FTS)
+        for live in self.db.execute("SELECT * FROM files WHERE deleted = 0").fetchall():
+            data = self._content(self._version(live["owner"], live["path"], int(live["version"])))
+            self._index(int(live["id"]), live["owner"], live["path"], data)
+
+    def _content(self, version: sqlite3.Row) -> bytes:
+        return self.keys.open(
+            CONTENT, version["content"], version["owner"], version["path"], version["version"]
         )
 
     def _row(self, owner: str, path: str) -> sqlite3.Row | None:
@@ -366,26 +407,3 @@ class FileStore:
                 raise Unavailable("file storage is full") from exc
             raise
         self.db.execute("RELEASE fs")
-
-
-def _file_info(row: sqlite3.Row) -> Info:
-    return {
-        "path": row["path"],
-        "version": row["version"],
-        "size": row["size"],
-        "sha256": row["sha256"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
-def _version_info(row: sqlite3.Row) -> Info:
-    deleted = bool(row["deleted"])
-    return {
-        "path": row["path"],
-        "version": row["version"],
-        "size": row["size"],
-        "sha256": None if deleted else row["sha256"],
-        "created_at": row["created_at"],
-        "deleted": deleted,
-    }

@@ -91,6 +91,9 @@ MIGRATIONS = (
     ("processes", "memory_shared", "INTEGER NOT NULL DEFAULT 0"),
     ("telemetry", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
     ("telemetry", "session", "TEXT NOT NULL DEFAULT ''"),
+    ("tokens", "name", "TEXT"),
+    ("tokens", "expires_at", "REAL"),
+    ("tokens", "caps", "TEXT"),
 )
 
 
@@ -177,6 +180,23 @@ class Store:
             "SELECT * FROM tokens WHERE id = ? AND revoked = 0", (token_id,)
         ).fetchone()
         return row
+
+    def list_tokens(self, owner: str | None) -> list[sqlite3.Row]:
+        if owner is None:
+            return self.db.execute("SELECT * FROM tokens ORDER BY created_at").fetchall()
+        return self.db.execute(
+            "SELECT * FROM tokens WHERE owner = ? ORDER BY created_at", (owner,)
+        ).fetchall()
+
+    def revoke_tokens(
+        self, token_id: str | None = None, owner: str | None = None, pid: int | None = None
+    ) -> None:
+        if token_id is not None:
+            self.db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
+        if owner is not None:
+            self.db.execute("UPDATE tokens SET revoked = 1 WHERE owner = ?", (owner,))
+        if pid is not None:
+            self.db.execute("UPDATE tokens SET revoked = 1 WHERE pid = ?", (pid,))
 
     def set_implicit_pid(self, token_id: str, pid: int) -> None:
         self.db.execute("UPDATE tokens SET implicit_pid = ? WHERE id = ?", (pid, token_id))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmos.errors import Forbidden, InvalidRequest, NotFound
-from llmos.kernel.sysdefs import ADMINS, ALL, HUMANS, READERS, Syscall
+from llmos.errors import InvalidRequest, NotFound
+from llmos.kernel import access, sysinfo
+from llmos.kernel.sysdefs import ADMINS, ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
-from llmos.params import DEFAULT_PRIORITY
+from llmos.params import DEFAULT_PRIORITY, MAX_INT
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 
 def _int(args: dict[str, Any], key: str, default: int | None = None) -> int:
     value = args.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{key} must be an integer", param=key)
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
+        raise InvalidRequest(f"{key} must be an integer (64-bit)", param=key)
     return value
 
 
@@ -79,15 +80,18 @@ async def _proc_spawn(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     shared = a.get("memory_shared", False)
     if not isinstance(shared, bool):
         raise InvalidRequest("memory_shared must be true or false", param="memory_shared")
+    default = DEFAULT_PRIORITY if c.pid is None else k.procs.get(c.pid).priority
+    caps = access.derive_capability(c, a.get("capabilities"), TABLE)
     proc, token = k.spawn(
         c,
         name,
-        _int(a, "priority", DEFAULT_PRIORITY),
+        _int(a, "priority", default),
         max_concurrent=_opt_int(a, "max_concurrent"),
         token_budget=_opt_int(a, "token_budget"),
         memory_shared=shared,
+        caps=caps,
     )
-    return {**proc.to_dict(), "token": token}
+    return {**proc.to_dict(), "token": token, "capabilities": caps.to_dict()}
 
 
 async def _proc_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
@@ -103,11 +107,11 @@ async def _proc_kill(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 
 async def _sys_info(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.info()
+    return sysinfo.info(k)
 
 
 async def _sys_devices(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return await k.device_infos()
+    return await sysinfo.device_infos(k)
 
 
 async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
@@ -118,10 +122,21 @@ async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 def _more() -> tuple[Syscall, ...]:
     """Syscalls whose handlers live beside their subsystem."""
+    from llmos.kernel.admin_syscalls import ADMIN_SYSCALLS
     from llmos.kernel.fs_syscalls import FS_SYSCALLS
+    from llmos.kernel.job_syscalls import JOB_SYSCALLS
+    from llmos.kernel.key_syscalls import KEY_SYSCALLS
     from llmos.kernel.mem_syscalls import MEM_SYSCALLS
+    from llmos.kernel.privacy import PRIVACY_SYSCALLS
 
-    return (*MEM_SYSCALLS, *FS_SYSCALLS)
+    return (
+        *MEM_SYSCALLS,
+        *FS_SYSCALLS,
+        *ADMIN_SYSCALLS,
+        *JOB_SYSCALLS,
+        *KEY_SYSCALLS,
+        *PRIVACY_SYSCALLS,
+    )
 
 
 TABLE: dict[str, Syscall] = {
@@ -130,10 +145,16 @@ TABLE: dict[str, Syscall] = {
         *_more(),
         Syscall("llm.chat", _llm_chat, ALL, "chat completion: messages -> streamed reply"),
         Syscall("llm.complete", _llm_complete, ALL, "text completion: prompt -> continuation"),
-        Syscall("proc.spawn", _proc_spawn, HUMANS, "start a process; returns pid and token"),
+        Syscall(
+            "proc.spawn",
+            _proc_spawn,
+            ALL,
+            "start a process (a process: a child no wider than itself); returns pid, token",
+            True,
+        ),
         Syscall("proc.list", _proc_list, READERS, "processes the caller may see"),
         Syscall("proc.get", _proc_get, READERS, "one process"),
-        Syscall("proc.kill", _proc_kill, ALL, "kill a process and its requests"),
+        Syscall("proc.kill", _proc_kill, ALL, "kill a process and its requests", True),
         Syscall("sys.info", _sys_info, READERS, "kernel version, uptime, load"),
         Syscall("sys.devices", _sys_devices, READERS, "devices, slots, in-flight counters"),
         Syscall("sys.models", _sys_models, READERS, "models served"),
@@ -147,6 +168,11 @@ async def dispatch(k: Kernel, name: str, caller: Caller, args: dict[str, Any]) -
     call = TABLE.get(name)
     if call is None:
         raise NotFound(f"no syscall named {name!r}", param="syscall")
-    if caller.role not in call.roles:
-        raise Forbidden(f"role {caller.role!r} may not call {name}", param="authorization")
-    return await call.handler(k, caller, args)
+    try:
+        access.gate(call, caller)
+        result = await call.handler(k, caller, args)
+    except Exception as exc:
+        access.audit_outcome(k, call, caller, args, exc)
+        raise
+    access.audit_outcome(k, call, caller, args, None)
+    return result
