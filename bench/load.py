@@ -219,6 +219,9 @@ def run_device(device: str, args: argparse.Namespace, root: Path) -> dict[str, A
         alive = httpx.get(url + "/healthz", timeout=30).status_code == 200
     lat = tally.latencies
     bad = {k: v for k, v in tally.errors.items() if k != "429"}
+    if bad:  # what the kernel said about it
+        tail = (home / f"{device}.log").read_text(errors="replace").splitlines()[-40:]
+        print(f"--- {device} kernel log (last lines) ---", *tail, sep="\n", file=sys.stderr)
     return {
         "device": device,
         "model": model,

@@ -370,3 +370,24 @@ def test_invariants_hold_under_faults(
 ) -> None:
     with tempfile.TemporaryDirectory() as home:
         asyncio.run(_chaos(Path(home), policy, slots, jobs, faults, outage))
+
+
+class SlowToAnswer(Watched):
+    """Busy: its health endpoint answers late, but it keeps decoding meanwhile."""
+
+    async def health(self) -> bool:
+        await asyncio.sleep(10)
+        return True
+
+
+async def test_a_busy_device_that_decodes_is_not_cut_off(tmp_path: Path) -> None:
+    dev = SlowToAnswer("busy", token_delay=0.01)
+    kernel, admin = await boot(tmp_path, [dev], health_interval_s=0.05, health_timeout_s=0.1)
+    req = await ask(kernel, admin, n=60)
+    rounds = kernel.health.rounds
+    await until(lambda: kernel.health.rounds >= rounds + 2)  # probes timed out meanwhile
+    assert kernel.scheduler.breakers["busy"].state == CLOSED
+    assert (await done(req)).reason == "length"
+    # Idle and silent: a probe that times out now does open the breaker.
+    await until(lambda: kernel.scheduler.breakers["busy"].state != CLOSED)
+    await kernel.stop()

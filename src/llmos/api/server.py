@@ -11,6 +11,10 @@ from llmos.api.app import create_app
 from llmos.kernel import Kernel, build_devices
 from llmos.params import Settings
 
+# Idle keep-alive seconds: longer than clients' own idle expiry (httpx: 5 s), so a
+# client never reuses a connection the server is closing that moment (a ReadError).
+KEEP_ALIVE_S = 75
+
 
 def _announce(kernel: Kernel, settings: Settings) -> None:
     scheme = "https" if settings.tls_cert else "http"
@@ -50,6 +54,7 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
         # Headers up to 4x the limit reach HeaderGuard (431 JSON); beyond, h11 says 400.
         h11_max_incomplete_event_size=4 * settings.max_header_bytes,
         # HTTPS when both are set (Settings.validate: both or neither); else plain HTTP.

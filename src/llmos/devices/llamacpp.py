@@ -53,10 +53,14 @@ class LlamaCppDevice(Device):
         model: str | None = None,
         port: int = 0,
         api_key: str | None = None,
+        cache_ram_mib: int = 256,
     ) -> None:
         super().__init__(name=name, model=model or model_path.stem, slots=slots, context_length=ctx)
         self.model_path = model_path
         self.threads = threads
+        # llama.cpp keeps evicted prompts' KV in host RAM for reuse; its default cap
+        # (8 GiB) lets a busy kernel's memory grow by gigabytes. Bounded here.
+        self.cache_ram_mib = cache_ram_mib
         self.port = port
         # The engine's own listener answers only to this key.
         self.api_key = api_key or secrets.token_urlsafe(32)
@@ -76,6 +80,7 @@ class LlamaCppDevice(Device):
         p.cpuparams.n_threads = self.threads
         p.cpuparams_batch.n_threads = self.threads
         p.cache_prompt = True
+        p.cache_ram_mib = self.cache_ram_mib
         p.endpoint_metrics = True
         p.api_keys = [self.api_key]
         p.verbosity = -1

@@ -3,7 +3,9 @@ when a generation fails on one; the answers drive the devices' circuit breakers.
 The same task fails requests that waited too long for a device of their model to
 come back, so a dead device never makes a request hang.
 
-Invariant: a probe never blocks the loop longer than `timeout_s`, whatever the device."""
+Invariant: a probe never blocks the loop longer than `timeout_s`, whatever the device.
+A device too busy to answer its health endpoint in time but still delivering tokens
+meanwhile is healthy: an engine under full load must not be cut off for it."""
 
 from __future__ import annotations
 
@@ -75,9 +77,12 @@ class HealthMonitor:
             self.scheduler.schedule()
 
     async def _probe(self, dev: Device) -> tuple[bool, str]:
+        decoded = self.scheduler.decoded[dev.name]
         try:
             ok = await asyncio.wait_for(dev.health(), self.timeout_s)
         except TimeoutError:
+            if self.scheduler.decoded[dev.name] > decoded:  # busy, not dead: it decodes
+                return True, ""
             return False, f"health check timed out after {self.timeout_s:g}s"
         except Exception as e:  # a driver bug or a foreign error: the device is not healthy
             return False, f"health check failed: {e or type(e).__name__}"

@@ -74,6 +74,7 @@ class Scheduler:
         self.running: dict[str, set[Request]] = {d.name: set() for d in devices}
         self.peak_running: dict[str, int] = {d.name: 0 for d in devices}
         self.dispatched: dict[str, int] = {d.name: 0 for d in devices}
+        self.decoded: dict[str, int] = {d.name: 0 for d in devices}  # tokens, ever
         self.stats = SwitchStats()
         self._tasks: dict[Request, asyncio.Task[ReqState]] = {}
         self._abort: dict[Request, LlmosError] = {}
@@ -216,6 +217,7 @@ class Scheduler:
                 if req.first_token_at is None:
                     req.first_token_at = time.monotonic()
                 req.snapshot.generated_ids.append(event.id)
+                self.decoded[dev.name] += 1
                 req.segment_tokens += 1
                 queue.on_token(req)
                 req.pending.append(event)
