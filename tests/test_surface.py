@@ -112,6 +112,8 @@ def test_http_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ("DELETE", "/v1/shares/{share_id}"),
         ("GET", "/v1/audit"),
         ("GET", "/v1/audit/verify"),
+        ("GET", "/v1/syscalls"),
+        ("POST", "/v1/syscalls/{name}"),
         ("GET", "/v1/files"),
         ("PUT", "/v1/files/{path}"),
         ("GET", "/v1/files/{path}"),

@@ -21,6 +21,7 @@ from llmos.api import (
     routes_llm,
     routes_memory,
     routes_procs,
+    routes_syscalls,
     routes_telemetry,
 )
 from llmos.api.metrics import Metrics
@@ -56,6 +57,7 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_files.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_access.router)
+    app.include_router(routes_syscalls.router)
     app.include_router(routes_key.router)
     app.include_router(routes_telemetry.router)
 

@@ -106,6 +106,13 @@ class Request:
     def finish_reason(self) -> str | None:
         return FINISH_REASON.get(self.state)
 
+    async def outcome(self) -> Done:
+        """Drain the events to the end (for a caller that does not stream)."""
+        while True:
+            event = await self.events.get()
+            if isinstance(event, Done):
+                return event
+
     def emit(self, delta: Delta) -> None:
         self.text += delta.text
         self.events.put_nowait(delta)

@@ -3,10 +3,12 @@ arguments and calls the subsystem that does the work (cf. xv6's syscall.c)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest, NotFound
 from llmos.kernel import access, sysinfo
+from llmos.kernel.request import Request
 from llmos.kernel.sysdefs import ADMINS, ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
 from llmos.params import DEFAULT_PRIORITY, MAX_INT
@@ -176,3 +178,43 @@ async def dispatch(k: Kernel, name: str, caller: Caller, args: dict[str, Any]) -
         raise
     access.audit_outcome(k, call, caller, args, None)
     return result
+
+
+async def call_json(k: Kernel, name: str, caller: Caller, args: dict[str, Any]) -> Any:
+    """A syscall whose result is plain JSON: an LLM request is run to its end and
+    answered as {text, finish_reason, usage} (for generic front ends: the
+    /v1/syscalls route, the MCP server, the shell)."""
+    result = await k.call(name, caller, args)
+    if not isinstance(result, Request):
+        return result
+    try:
+        done = await result.outcome()
+    except asyncio.CancelledError:
+        k.cancel(result)
+        raise
+    if done.error is not None:
+        raise done.error
+    return {
+        "text": result.text,
+        "finish_reason": done.reason,
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.output_tokens,
+            "total_tokens": result.prompt_tokens + result.output_tokens,
+        },
+        "pid": result.pid,
+    }
+
+
+def describe(caller: Caller) -> list[dict[str, Any]]:
+    """The syscall table as the caller sees it: name, doc, and whether they may."""
+    return [
+        {
+            "name": s.name,
+            "doc": s.doc,
+            "roles": sorted(s.roles),
+            "allowed": caller.role in s.roles
+            and (caller.caps is None or caller.caps.allows(s.name)),
+        }
+        for s in sorted(TABLE.values(), key=lambda s: s.name)
+    ]
