@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from llmos.sdk import ApiError, Client
+from tests._live_server import LiveServer
 from tests.conftest import MockKernel
 
 
@@ -39,3 +43,12 @@ async def test_bad_syscalls_are_clear_4xx(mock: MockKernel) -> None:
     chat = {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
     r = await mock.client.post("/v1/syscalls/llm.chat", json=chat)
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_the_sdk_makes_any_syscall(server: LiveServer) -> None:
+    with Client(server.url, server.token) as c:
+        assert any(s["name"] == "sys.info" for s in c.syscalls())
+        assert c.syscall("sys.info")["models"] == ["mock"]
+        with pytest.raises(ApiError) as bad:
+            c.syscall("proc.get", {"pid": "x"})
+        assert bad.value.status == 400

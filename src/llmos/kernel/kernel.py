@@ -39,6 +39,7 @@ from llmos.kernel.stops import StopMatcher
 from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
 from llmos.kernel.tokens import Caller, TokenStore
+from llmos.kernel.tools import ToolRegistry
 from llmos.kernel.users import Users
 from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, Settings
 from llmos.types import Snapshot
@@ -82,6 +83,7 @@ class Kernel:
         self.deadlines = Deadlines(settings.request_timeout_s, self.scheduler.cancel)
         self.listeners.append(self.deadlines.disarm)
         self.jobs = JobRunner(self)  # the crash-safe job journal and its runner
+        self.tools = ToolRegistry()  # built-ins, MCP servers' tools
         self.started_at = time.time()
         self.admin_token: str | None = None  # set only when generated at this start
 

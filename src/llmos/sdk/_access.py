@@ -1,4 +1,4 @@
-"""Users, tokens, shares and the audit log from Python (mixins of Client and
+"""Users, tokens, shares, the audit log and any syscall by name from Python (mixins of Client and
 AsyncClient; every method is one route of api/routes_access.py)."""
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ class AccessMixin:
     def whoami(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/v1/auth/whoami")
         return result
+
+    def syscalls(self) -> list[dict[str, Any]]:
+        """The syscall table: name, doc, and whether this token may make each."""
+        return _wire.data_of(self._request("GET", "/v1/syscalls"))
+
+    def syscall(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Any syscall by name (an LLM call runs to its end: {text, finish_reason, usage})."""
+        return self._request("POST", f"/v1/syscalls/{quote(name)}", args or {})["result"]
 
     def users(self) -> list[dict[str, Any]]:
         return _wire.data_of(self._request("GET", "/v1/users"))
@@ -102,6 +110,10 @@ class AsyncAccessMixin:
     async def whoami(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/v1/auth/whoami")
         return result
+
+    async def syscall(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Any syscall by name (an LLM call runs to its end: {text, finish_reason, usage})."""
+        return (await self._request("POST", f"/v1/syscalls/{quote(name)}", args or {}))["result"]
 
     async def users(self) -> list[dict[str, Any]]:
         return _wire.data_of(await self._request("GET", "/v1/users"))
