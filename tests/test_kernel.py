@@ -140,7 +140,9 @@ async def test_syscall_table_rejects_unknown_and_forbidden(tmp_path: Path) -> No
             "proc.spawn", proc_caller, {"name": "child", "capabilities": {"syscalls": ["fs.*"]}}
         )
     child = await kernel.call("proc.spawn", proc_caller, {"name": "child"})
-    assert child["capabilities"]["syscalls"] == sorted(["llm.chat", "llm.complete", "proc.spawn"])
+    assert child["capabilities"]["syscalls"] == sorted(
+        ["llm.chat", "llm.chat_tools", "llm.complete", "proc.spawn"]
+    )
     with pytest.raises(InvalidRequest):
         await kernel.call("proc.get", admin, {"pid": "one"})
     with pytest.raises(Unauthorized):

@@ -8,9 +8,17 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "llmos"
 LEAVES = {"errors", "params", "types"}
-LAYERS = {"devices": 0, "kernel": 1, "api": 2, "sdk": 3, "cli": 3, "apps": 3, "ui": 3}
-# Front ends may not reach into each other, except the CLI, which drives the SDK.
-FRONT_END_ALLOWED = {"cli": {"sdk"}}
+LAYERS = {
+    "devices": 0, "kernel": 1, "api": 2,
+    "sdk": 3, "cli": 3, "apps": 3, "ui": 3, "mcp_server": 3, "shell": 3,
+}  # fmt: skip
+# Front ends may not reach into each other, except over the SDK (and the CLI, which
+# launches the MCP server and the natural-language shell).
+FRONT_END_ALLOWED = {
+    "cli": {"sdk", "mcp_server", "shell"},
+    "mcp_server": {"sdk"},
+    "shell": {"sdk"},
+}
 
 
 def _unit(module: str) -> str | None:

@@ -110,6 +110,14 @@ class DeviceError(LlmosError):
     code = "device_error"
 
 
+class ToolError(LlmosError):
+    """A tool outside the kernel (an MCP server's) failed or answered badly."""
+
+    status = 502
+    type = "tool_error"
+    code = "tool_error"
+
+
 class Unavailable(LlmosError):
     status = 503
     type = "unavailable"
@@ -122,6 +130,14 @@ class Timeout(LlmosError):
     status = 504
     type = "timeout_error"
     code = "request_timeout"
+
+
+class StillRunning(LlmosError):
+    """A bounded wait for a process (proc.wait) ended before the process did: ask again."""
+
+    status = 408
+    type = "timeout_error"
+    code = "still_running"
 
 
 class HeadersTooLarge(LlmosError):

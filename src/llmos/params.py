@@ -56,6 +56,39 @@ TELEMETRY_PROMPT_CLIP = 2048  # exported token sums count one request's prompt u
 TELEMETRY_OUTPUT_CLIP = 512  # ... and its output up to this (the sums' sensitivity)
 MAX_EXPORT_HOURS = 168  # a telemetry export covers at most this many past hours
 MAX_EXPORT_CELLS = 20_000  # (app, hour) cells one export may release
+CALC_MAX_CHARS = 1000  # the calculator tool: an expression's length ...
+CALC_MAX_DEPTH = 256  # ... the nesting of its syntax tree ...
+CALC_MAX_INT_BITS = 4096  # ... and the size of any integer it makes (2**4096 ~ 1e1233)
+SANDBOX_TIMEOUT_S = 10.0  # the python tool: wall-clock limit by default ...
+SANDBOX_MAX_TIMEOUT_S = 60.0  # ... and the most a call may ask for (CPU: this + 1 s)
+SANDBOX_MEMORY_BYTES = 256 * 1024 * 1024  # its address space (RLIMIT_AS)
+SANDBOX_FILE_BYTES = 16 * 1024 * 1024  # one file it writes (RLIMIT_FSIZE)
+SANDBOX_DISK_BYTES = 64 * 1024 * 1024  # its working directory, a tmpfs where one can be mounted
+SANDBOX_NPROC = 32  # its processes and threads (RLIMIT_NPROC, which root ignores)
+SANDBOX_NOFILE = 64  # its open files (RLIMIT_NOFILE)
+SANDBOX_OUTPUT_BYTES = 64 * 1024  # stdout + stderr kept; more output stops the run
+SANDBOX_MAX_CODE_BYTES = 64 * 1024  # the code one call runs
+SANDBOX_MAX_RUNNING = 4  # sandboxes running at once; more calls get 429
+AGENT_CPU_S = 600  # CPU seconds an agent (`llmos run`) may use by default (RLIMIT_CPU)
+MAX_AGENT_CPU_S = 86_400
+AGENT_MEM_MB = 1024  # an agent's address space by default, MiB (RLIMIT_AS)
+MIN_AGENT_MEM_MB = 64  # below this the Python interpreter itself cannot start
+MAX_AGENT_MEM_MB = 1 << 20
+MAX_AGENTS = 64  # agents running at once, all owners; more get 429
+MAX_AGENT_ARGS = 256  # command-line arguments of one agent ...
+MAX_AGENT_ARG_CHARS = 8192  # ... each at most this long
+MAX_AGENT_ENV = 64  # extra environment variables one agent may be given
+AGENT_LOG_BYTES = 2 * 1024 * 1024  # an agent's stdout (stderr) rotates here; 2 parts kept
+AGENT_LOG_READ_BYTES = 1024 * 1024  # one proc.logs answer carries at most this
+AGENT_TERM_GRACE_S = 3.0  # SIGTERM, then this long to exit, then SIGKILL
+MAX_WAIT_S = 60.0  # one proc.wait blocks at most this long, then 408: ask again
+MAX_TOOLS = 128  # functions one chat request may offer the model (as OpenAI's API)
+MAX_TOOL_ROUNDS = 4  # tool calls the kernel runs for one chat before a forced text answer
+MAX_MCP_SERVERS = 32  # attached MCP servers (database and mcp.json together)
+MCP_START_TIMEOUT_S = 30.0  # an MCP server's handshake and tools/list must finish in this
+MCP_CALL_TIMEOUT_S = 120.0  # one MCP tool call; a slower one fails with 504
+APP_TIMEOUT_S = 900.0  # one /serving/process call, all its LLM requests included (then 504)
+APP_DATA_OWNER = "apps"  # the storage namespace holding the apps' shared data (seeded)
 
 
 def default_home() -> Path:
@@ -99,6 +132,9 @@ class Settings:
     data_key: str | None = field(default_factory=lambda: os.environ.get("LLMOS_KEY"), repr=False)
     tls_cert: Path | None = None  # serve HTTPS with this certificate chain (PEM) ...
     tls_key: Path | None = None  # ... and its private key (PEM); both or neither
+    # Users, not only admins, may run agents (proc.exec). Off by default: an agent is
+    # a program running as the kernel's OS user, who can read LLMOS_HOME.
+    user_agents: bool = False
 
     def validate(self) -> None:
         """Raise InvalidRequest naming the first bad setting."""

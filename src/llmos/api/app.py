@@ -15,14 +15,18 @@ from llmos.api import (
     limits,
     openapi,
     routes_access,
+    routes_agents,
+    routes_apps,
     routes_files,
     routes_jobs,
     routes_key,
     routes_llm,
+    routes_mcp,
     routes_memory,
     routes_procs,
     routes_syscalls,
     routes_telemetry,
+    routes_tools,
 )
 from llmos.api.metrics import Metrics
 from llmos.kernel import Kernel
@@ -60,6 +64,10 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_syscalls.router)
     app.include_router(routes_key.router)
     app.include_router(routes_telemetry.router)
+    app.include_router(routes_tools.router)  # /v1/tools
+    app.include_router(routes_agents.router)  # /v1/processes/exec, logs, signal, wait
+    app.include_router(routes_apps.router)  # /serving: apps
+    app.include_router(routes_mcp.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -31,10 +31,12 @@ def _is_field(part: Any) -> bool:
     if isinstance(part, int):
         return True
     text = str(part)
-    return text not in _TYPE_TAGS and "[" not in text and text not in ("body", "path", "query")
+    return text not in _TYPE_TAGS and "[" not in text
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
+    if loc and loc[0] in ("body", "path", "query"):  # where the value came from
+        loc = loc[1:]  # (only the first part: a field may be called `path` or `query`)
     parts = [str(p) for p in loc if _is_field(p)]
     if not parts:
         return None

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from llmos.kernel import Delta, Request
+from llmos.kernel.toolcalls import Reply, ToolPlan, interpret
 from llmos.types import Token, TopLogprob
 
 FINGERPRINT = "fp_llmos"
@@ -84,17 +85,27 @@ def completion_body(
     id_: str,
     created: int,
     model: str,
-    text: str,
+    text: str | None,
     finish_reason: str | None,
     logprobs: tuple[list[Token], int] | None,
     usage_: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A whole chat.completion or text_completion object; `logprobs`: the tokens
-    and how many alternatives to show, if the request asked for them."""
+    and how many alternatives to show, if the request asked for them; `tool_calls`:
+    the calls a chat answer makes (its content is then null)."""
     if kind == "chat":
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+            "message": message,
             "logprobs": chat_logprobs(*logprobs) if logprobs else None,
             "finish_reason": finish_reason,
         }
@@ -102,7 +113,7 @@ def completion_body(
         body["service_tier"] = "default"
     else:
         choice = {
-            "text": text,
+            "text": text or "",
             "index": 0,
             "logprobs": completion_logprobs(*logprobs, 0) if logprobs else None,
             "finish_reason": finish_reason,
@@ -113,11 +124,76 @@ def completion_body(
     return body
 
 
-class Renderer:
-    """Builds the response (or the stream's chunks) for one request."""
+def openai_reply(reply: Reply) -> dict[str, Any]:
+    """A tool plan's answer: content, tool_calls (OpenAI's form), finish_reason."""
+    return {
+        "content": reply.content,
+        "tool_calls": [c.to_openai() for c in reply.tool_calls],
+        "finish_reason": reply.finish_reason,
+    }
 
-    def __init__(self, req: Request, model: str) -> None:
+
+def reply_body(
+    id_: str, created: int, model: str, reply: dict[str, Any], usage_: dict[str, Any]
+) -> dict[str, Any]:
+    """A chat.completion holding a tool plan's answer (`openai_reply`'s form)."""
+    return completion_body(
+        "chat",
+        id_,
+        created,
+        model,
+        reply["content"],
+        reply["finish_reason"],
+        None,
+        usage_,
+        reply["tool_calls"],
+    )
+
+
+def chat_chunk(
+    id_: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any] | None,
+    logprobs: Any,
+    finish: str | None,
+    usage_field: bool,
+) -> dict[str, Any]:
+    body = _base("chat.completion.chunk", id_, created, model)
+    body["service_tier"] = "default"
+    body["choices"] = [
+        {"index": 0, "delta": delta or {}, "logprobs": logprobs, "finish_reason": finish}
+    ]
+    if usage_field:
+        body["usage"] = None
+    return body
+
+
+def reply_chunks(
+    id_: str, created: int, model: str, reply: dict[str, Any], usage_field: bool
+) -> list[dict[str, Any]]:
+    """A buffered answer of a tool plan, streamed: the role, one delta holding the
+    whole content or every tool call (id, name and all the arguments at once), and
+    the chunk with the finish reason."""
+    delta: dict[str, Any] = {"content": reply["content"]}
+    if reply["tool_calls"]:
+        delta = {"tool_calls": [{"index": i, **c} for i, c in enumerate(reply["tool_calls"])]}
+    first = {"role": "assistant", "content": "" if reply["content"] is not None else None}
+    return [
+        chat_chunk(id_, created, model, {**first, "refusal": None}, None, None, usage_field),
+        chat_chunk(id_, created, model, delta, None, None, usage_field),
+        chat_chunk(id_, created, model, {}, None, reply["finish_reason"], usage_field),
+    ]
+
+
+class Renderer:
+    """Builds the response (or the stream's chunks) for one request. With a tool
+    plan that constrains the answer, the answer is sent whole when it is complete
+    (`buffered`): it is JSON until then, and only then maps to content or calls."""
+
+    def __init__(self, req: Request, model: str, plan: ToolPlan | None = None) -> None:
         self.req = req
+        self.plan = plan if plan is not None and plan.constrained else None
         self.model = model
         self.id = new_id(req.kind)
         self.created = int(time.time())
@@ -130,9 +206,18 @@ class Renderer:
     def _base(self, obj: str) -> dict[str, Any]:
         return _base(obj, self.id, self.created, self.model)
 
+    @property
+    def buffered(self) -> bool:
+        return self.plan is not None
+
+    def reply(self) -> dict[str, Any]:
+        return openai_reply(interpret(self.plan, self.req.text, self.req.finish_reason, self.id))
+
     # -- whole responses -----------------------------------------------------------
     def response(self, tokens: list[Token]) -> dict[str, Any]:
         req = self.req
+        if self.buffered:
+            return reply_body(self.id, self.created, self.model, self.reply(), usage(req))
         return completion_body(
             req.kind,
             self.id,
@@ -154,16 +239,13 @@ class Renderer:
         usage_field: bool,
     ) -> dict[str, Any]:
         if self.req.kind == "chat":
-            body = self._base("chat.completion.chunk")
-            body["service_tier"] = "default"
-            body["choices"] = [
-                {"index": 0, "delta": delta or {}, "logprobs": logprobs, "finish_reason": finish}
-            ]
-        else:
-            body = self._base("text_completion")
-            body["choices"] = [
-                {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
-            ]
+            return chat_chunk(
+                self.id, self.created, self.model, delta, logprobs, finish, usage_field
+            )
+        body = self._base("text_completion")
+        body["choices"] = [
+            {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
+        ]
         if usage_field:
             body["usage"] = None
         return body
@@ -184,8 +266,12 @@ class Renderer:
         self.text_offset += len(d.text)
         return self._chunk({"content": d.text}, d.text, logprobs, None, usage_field)
 
-    def final_chunk(self, usage_field: bool) -> dict[str, Any]:
-        return self._chunk({}, "", None, self.req.finish_reason, usage_field)
+    def final_chunks(self, usage_field: bool) -> list[dict[str, Any]]:
+        """The chunk with the finish reason; a buffered answer's delta before it."""
+        if self.buffered:
+            chunks = reply_chunks(self.id, self.created, self.model, self.reply(), usage_field)
+            return chunks[1:]  # first_chunk said the role
+        return [self._chunk({}, "", None, self.req.finish_reason, usage_field)]
 
     def usage_chunk(self) -> dict[str, Any]:
         body = self._base("chat.completion.chunk" if self.req.kind == "chat" else "text_completion")

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmos.api.auth import caller, kernel_of
 from llmos.api.errors import _param
-from llmos.api.openai_format import completion_body, usage_of
+from llmos.api.openai_format import completion_body, openai_reply, reply_body, usage_of
 from llmos.api.schemas import ChatRequest, CompletionRequest
 from llmos.errors import InvalidRequest
 from llmos.kernel import Caller
+from llmos.kernel.toolcalls import interpret, plan_of
 from llmos.params import MAX_JOB_LIST
 from llmos.types import Token, TopLogprob
 
@@ -55,6 +56,11 @@ def _kernel_args(job: JobCreate) -> tuple[str, dict[str, Any]]:
         raise InvalidRequest(
             "a job cannot stream: its result is kept for GET /v1/jobs/{id}", param="body.stream"
         )
+    if getattr(parsed, "llmos_execute_tools", False):
+        raise InvalidRequest(
+            "a job cannot run tools in the kernel: its tool calls are returned",
+            param="body.llmos_execute_tools",
+        )
     return kind, parsed.kernel_args()
 
 
@@ -76,15 +82,21 @@ def _response(job: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
         k = int(job["request"].get("top_logprobs") or 0)
         logprobs = ([_token(t) for t in raw["tokens"]], k)
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
+    id_ = prefix + job["id"].removeprefix("job-")
+    usage = usage_of(raw["prompt_tokens"], raw["completion_tokens"], raw["cached_tokens"])
+    plan = plan_of(job["request"]) if kind == "chat" else None
+    if plan is not None and plan.constrained:  # tool calling: content or tool_calls
+        reply = interpret(plan, raw["text"], raw["finish_reason"], id_)
+        return reply_body(id_, raw["created"], raw["model"], openai_reply(reply), usage)
     return completion_body(
         kind,
-        prefix + job["id"].removeprefix("job-"),
+        id_,
         raw["created"],
         raw["model"],
         raw["text"],
         raw["finish_reason"],
         logprobs,
-        usage_of(raw["prompt_tokens"], raw["completion_tokens"], raw["cached_tokens"]),
+        usage,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from llmos.api import chat_tools
 from llmos.api.auth import caller, kernel_of
 from llmos.api.errors import error_response
 from llmos.api.openai_format import Renderer
@@ -18,6 +19,7 @@ from llmos.api.schemas import ChatRequest, CompletionRequest
 from llmos.errors import LlmosError
 from llmos.kernel import Caller, Delta, Done, Kernel
 from llmos.kernel import Request as KRequest
+from llmos.kernel.toolcalls import plan_of
 from llmos.types import Token
 
 router = APIRouter(prefix="/v1")
@@ -62,13 +64,14 @@ async def _stream(
         while True:
             event = await req.events.get()
             if isinstance(event, Delta):
-                if event.text or render.want_logprobs:
+                if not render.buffered and (event.text or render.want_logprobs):
                     yield _sse(render.delta_chunk(event, usage_field))
                 continue
             if event.error is not None:
                 yield _sse(event.error.to_dict())
             else:
-                yield _sse(render.final_chunk(usage_field))
+                for chunk in render.final_chunks(usage_field):
+                    yield _sse(chunk)
                 if include_usage:
                     yield _sse(render.usage_chunk())
             break
@@ -84,7 +87,7 @@ async def serve_request(
 ) -> Any:
     kernel = kernel_of(http)
     req: KRequest = await kernel.call(name, who, args)
-    render = Renderer(req, req.model)
+    render = Renderer(req, req.model, plan_of(args) if req.kind == "chat" else None)
     if stream:
         return StreamingResponse(
             _stream(kernel, req, render, usage),
@@ -103,6 +106,8 @@ async def chat_completions(
     body: ChatRequest, request: Request, who: Caller = Depends(caller)
 ) -> Any:
     usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.llmos_execute_tools:
+        return await chat_tools.serve(request, who, body.kernel_args(), body.stream, usage)
     return await serve_request(request, who, "llm.chat", body.kernel_args(), body.stream, usage)
 
 

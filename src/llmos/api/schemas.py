@@ -86,8 +86,32 @@ MESSAGES_DOC: JsonDict = {
                     {"type": "null"},
                 ]
             },
+            "tool_calls": {"type": "array", "items": {"type": "object"}},  # assistant
+            "tool_call_id": {"type": "string"},  # tool: the call it answers
         },
     },
+}
+TOOLS_DOC: JsonDict = {
+    "items": {
+        "type": "object",
+        "required": ["type", "function"],
+        "properties": {
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+                    "description": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "strict": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+TOOL_CHOICE_DOC: JsonDict = {
+    "description": '"none" | "auto" | "required" | {"type": "function", "function": {"name"}}'
 }
 
 
@@ -97,6 +121,15 @@ class ChatRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
+    # Tool calling (kernel/toolcalls.py checks them, naming the field).
+    tools: list[dict[str, Any]] | None = Field(default=None, json_schema_extra=TOOLS_DOC)
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, json_schema_extra=TOOL_CHOICE_DOC
+    )
+    parallel_tool_calls: bool | None = None
+    # llmos's extension: the kernel runs calls of its registered tools and answers
+    # when the model does (the `llm.chat_tools` syscall, kernel/toolloop.py).
+    llmos_execute_tools: bool = False
 
     def kernel_args(self) -> dict[str, Any]:
         args = super().kernel_args()
@@ -107,6 +140,9 @@ class ChatRequest(_Sampling):
         args["json_schema"] = (
             self.response_format.schema_or_none() if self.response_format else None
         )
+        args["tools"] = self.tools
+        args["tool_choice"] = self.tool_choice
+        args["parallel_tool_calls"] = self.parallel_tool_calls
         return args
 
 

@@ -128,7 +128,8 @@ def _show(info: dict[str, Any], as_json: bool) -> None:
             f" active data key {info.get('active_key')};"
             f" rows left to re-encrypt: {info.get('rows_left')}"
             + ("  (re-encrypting)" if info.get("running") else "")
-        )
+        ),
+        soft_wrap=True,  # one line, whatever the terminal width: scripts grep it
     )
     table = Table(box=None, header_style="bold", pad_edge=False)
     for title in ("KEY", "STATE", "CREATED", "RETIRED"):

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from llmos.cli import access, chat, conv, fs, jobs, key, mem, sched, tables, up
+from llmos.cli import (
+    access,
+    agents,
+    apps,
+    chat,
+    conv,
+    fs,
+    jobs,
+    key,
+    mcp,
+    mem,
+    sched,
+    sh,
+    tables,
+    tools,
+    up,
+)
 
 
 def build_app() -> typer.Typer:
@@ -23,12 +39,17 @@ def build_app() -> typer.Typer:
     app.command("ps")(tables.ps)
     app.command("spawn")(tables.spawn)
     app.command("kill")(tables.kill)
+    agents.register(app)  # run, logs, wait, suspend, resume
     app.command("info")(tables.info)
     app.command("devices")(tables.devices)
     app.command("sched")(sched.sched)
+    app.command("mcp")(mcp.serve)
+    app.command("sh")(sh.sh)
     app.add_typer(fs.build(), name="fs")
     app.add_typer(mem.build(), name="mem")
     app.add_typer(jobs.build(), name="jobs")
+    app.add_typer(tools.build(), name="tools")
+    app.add_typer(apps.build(), name="app")
     app.add_typer(access.build_user(), name="user")
     app.add_typer(access.build_token(), name="token")
     app.add_typer(access.build_share(), name="share")

@@ -14,6 +14,7 @@ _STATE_STYLE = {
     "running": "green",
     "waiting": "yellow",
     "ready": "cyan",
+    "suspended": "magenta",
     "exited": "dim",
     "killed": "red",
 }
@@ -45,6 +46,10 @@ def ps(
     table.add_column("REQS", justify="right")
     table.add_column("TOK IN", justify="right")
     table.add_column("TOK OUT", justify="right")
+    programs = any(p.get("os_pid") for p in procs)  # agents (llmos run): their CPU, os pid
+    if programs:
+        table.add_column("CPU", justify="right")
+        table.add_column("OSPID", justify="right")
     table.add_column("PREEMPT", justify="right")
     table.add_column("AGE", justify="right", no_wrap=True)
     for p in sorted(procs, key=lambda p: int(p.get("pid") or 0)):
@@ -58,10 +63,15 @@ def ps(
             cell(p.get("requests")),
             cell(p.get("tokens_in")),
             cell(p.get("tokens_out")),
+            *((_cpu(p), cell(p.get("os_pid"))) if programs else ()),
             cell(p.get("preemptions")),
             age(p.get("created_at"), p.get("finished_at")),
         )
     out.print(table)
+
+
+def _cpu(p: dict[str, Any]) -> str:
+    return "-" if p.get("cpu_s") is None else f"{p['cpu_s']:.1f}s"
 
 
 def spawn(

@@ -90,6 +90,13 @@ def up(
     tls_key: Annotated[
         Path | None, typer.Option(help="The private key (PEM) of --tls-cert.")
     ] = None,
+    user_agents: Annotated[
+        bool,
+        typer.Option(
+            help="Let users, not only admins, run programs (llmos run). They run as this"
+            " OS user, who can read the state directory: only for users you trust."
+        ),
+    ] = False,
 ) -> None:
     """Start the llmos kernel and serve its HTTP API (blocks until Ctrl-C)."""
     given: dict[str, Any] = {"home": home, "threads": threads}
@@ -114,6 +121,7 @@ def up(
         request_timeout_s=request_timeout,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        user_agents=user_agents,
         **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
     )
     try:

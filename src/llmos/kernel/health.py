@@ -4,8 +4,9 @@ The same task fails requests that waited too long for a device of their model to
 come back, so a dead device never makes a request hang.
 
 Invariant: a probe never blocks the loop longer than `timeout_s`, whatever the device.
-A device too busy to answer its health endpoint in time but still delivering tokens
-meanwhile is healthy: an engine under full load must not be cut off for it."""
+A device too busy to answer its health endpoint in time while it delivers tokens or
+holds running requests is healthy: an engine under full load must not be cut off for
+it (a dead one fails those requests' streams, which trips the breaker)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ class HealthMonitor:
         try:
             ok = await asyncio.wait_for(dev.health(), self.timeout_s)
         except TimeoutError:
-            if self.scheduler.decoded[dev.name] > decoded:  # busy, not dead: it decodes
+            if self.scheduler.decoded[dev.name] > decoded or self.scheduler.running[dev.name]:
+                # Busy, not dead: it decodes, or holds requests whose own streams will
+                # fail if it has died (a long prefill yields no token for a while).
                 return True, ""
             return False, f"health check timed out after {self.timeout_s:g}s"
         except Exception as e:  # a driver bug or a foreign error: the device is not healthy

@@ -20,6 +20,7 @@ from llmos.errors import Hidden, InvalidRequest, Killed, NotFound, Unauthorized
 from llmos.kernel import access, key_syscalls, prompts, sysinfo
 from llmos.kernel.acl import Shares
 from llmos.kernel.admission import Admission
+from llmos.kernel.agents import Agents
 from llmos.kernel.audit import AuditLog
 from llmos.kernel.breaker import FaultConfig
 from llmos.kernel.capability import Capability
@@ -40,6 +41,8 @@ from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
 from llmos.kernel.tokens import Caller, TokenStore
 from llmos.kernel.tools import ToolRegistry
+from llmos.kernel.tools.builtins import register_builtins
+from llmos.kernel.tools.mcp_servers import McpServers
 from llmos.kernel.users import Users
 from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, Settings
 from llmos.types import Snapshot
@@ -84,6 +87,9 @@ class Kernel:
         self.listeners.append(self.deadlines.disarm)
         self.jobs = JobRunner(self)  # the crash-safe job journal and its runner
         self.tools = ToolRegistry()  # built-ins, MCP servers' tools
+        register_builtins(self.tools)  # calculator, time, memory, files, python
+        self.agents = Agents(self)  # programs run as processes (proc.exec)
+        self.mcp = McpServers(self)  # attached MCP servers (their tools are in self.tools)
         self.started_at = time.time()
         self.admin_token: str | None = None  # set only when generated at this start
 
@@ -96,6 +102,8 @@ class Kernel:
         rows = self.store.telemetry_since(5000)
         await self.predictor.load(rows)
         self.jobs.start()
+        self.agents.recover()  # programs a crashed kernel left behind are over
+        self.mcp.start()  # attached MCP servers come up in the background
 
     def _ensure_admin(self) -> None:
         """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
@@ -119,7 +127,9 @@ class Kernel:
         return self.settings.home / "admin-token"
 
     async def stop(self) -> None:
-        await self.jobs.stop()  # first: running jobs go back to the journal's queue
+        await self.agents.stop()  # their programs are terminated, their ends recorded
+        await self.jobs.stop()  # running jobs go back to the journal's queue
+        await self.mcp.stop()
         await self.health.stop()
         for task in list(self._background):
             task.cancel()
@@ -222,6 +232,7 @@ class Kernel:
         self.store.save_process(proc)
         for req in list(self.live.get(pid, ())):
             self.scheduler.cancel(req, Killed(f"process {pid} was killed", param="pid"))
+        self.agents.killed(pid)  # its program too (SIGKILL to its process group)
         return proc
 
     def process_of(self, caller: Caller) -> Process:

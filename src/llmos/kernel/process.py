@@ -15,8 +15,9 @@ class ProcState(enum.IntEnum):
     READY = 0  # alive, nothing queued or running
     WAITING = 1  # has requests on the run queue, none running
     RUNNING = 2  # at least one request holds a slot
-    EXITED = 3
-    KILLED = 4
+    SUSPENDED = 3  # alive but parked: its requests wait, none is dispatched
+    EXITED = 4
+    KILLED = 5
 
     @property
     def alive(self) -> bool:
@@ -24,12 +25,15 @@ class ProcState(enum.IntEnum):
 
 
 # Legal transitions, in one place.
+# An alive process may end (EXITED: its program ended; KILLED) or be suspended from
+# any alive state; READY/WAITING/RUNNING follow its request counters (`settle`).
+_ALIVE = frozenset({ProcState.READY, ProcState.WAITING, ProcState.RUNNING})
+_END = frozenset({ProcState.EXITED, ProcState.KILLED})
 TRANSITIONS: dict[ProcState, frozenset[ProcState]] = {
-    ProcState.READY: frozenset(
-        {ProcState.WAITING, ProcState.RUNNING, ProcState.EXITED, ProcState.KILLED}
-    ),
-    ProcState.WAITING: frozenset({ProcState.READY, ProcState.RUNNING, ProcState.KILLED}),
-    ProcState.RUNNING: frozenset({ProcState.READY, ProcState.WAITING, ProcState.KILLED}),
+    ProcState.READY: (_ALIVE | _END | {ProcState.SUSPENDED}) - {ProcState.READY},
+    ProcState.WAITING: (_ALIVE | _END | {ProcState.SUSPENDED}) - {ProcState.WAITING},
+    ProcState.RUNNING: (_ALIVE | _END | {ProcState.SUSPENDED}) - {ProcState.RUNNING},
+    ProcState.SUSPENDED: _ALIVE | _END,
     ProcState.EXITED: frozenset(),
     ProcState.KILLED: frozenset(),
 }
@@ -54,6 +58,12 @@ class Process:
     max_concurrent: int | None = None  # quota: requests waiting + running at once
     token_budget: int | None = None  # quota: tokens in + out over its life
     memory_shared: bool = False  # may read and write its owner's shared memories
+    # An agent: the OS process the kernel launched for it (agents.py).
+    command: str | None = None  # the program and its arguments, as launched
+    os_pid: int | None = None
+    exit_code: int | None = None  # the program's exit status; -N: ended by signal N
+    cpu_s: float | None = None  # CPU time, user + system, its children included
+    wall_s: float | None = None  # from launch to exit (so far, while it runs)
 
     def move(self, new: ProcState) -> None:
         if new == self.state:
@@ -67,9 +77,16 @@ class Process:
         if not new.alive:
             self.finished_at = time.time()
 
+    def resume(self) -> None:
+        """SUSPENDED -> what its request counters say."""
+        if self.state == ProcState.SUSPENDED:
+            self.move(ProcState.READY)
+            self.settle()
+
     def settle(self) -> None:
-        """Derive READY/WAITING/RUNNING from the request counters (if alive)."""
-        if not self.state.alive:
+        """Derive READY/WAITING/RUNNING from the request counters (if alive and
+        not suspended: a suspended process stays so until `resume`)."""
+        if not self.state.alive or self.state == ProcState.SUSPENDED:
             return
         if self.running:
             self.move(ProcState.RUNNING)
@@ -97,6 +114,11 @@ class Process:
             "token_budget": self.token_budget,
             "memory_shared": self.memory_shared,
             "implicit": self.implicit,
+            "command": self.command,
+            "os_pid": self.os_pid,
+            "exit_code": self.exit_code,
+            "cpu_s": self.cpu_s,
+            "wall_s": self.wall_s,
         }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmos.devices.base import Device
 from llmos.errors import ContextOverflow, InvalidRequest
+from llmos.kernel import toolcalls
 from llmos.params import MAX_MESSAGES, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
 from llmos.types import SamplingParams, Snapshot
 
@@ -46,6 +47,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
     if len(messages) > MAX_MESSAGES:
         raise InvalidRequest(f"at most {MAX_MESSAGES} messages", param="messages")
     out = []
+    calls: dict[str, str] = {}  # tool call id -> function name, of the messages so far
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -55,12 +57,17 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             raise InvalidRequest(
                 f"role must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role"
             )
-        out.append(
-            {
-                "role": "system" if role == "developer" else role,
-                "content": _text_of(m.get("content"), where),
-            }
-        )
+        msg: dict[str, Any] = {
+            "role": "system" if role == "developer" else role,
+            "content": _text_of(m.get("content"), where),
+        }
+        if role == "assistant" and m.get("tool_calls") is not None:
+            made = toolcalls.history_calls(m["tool_calls"], f"{where}.tool_calls")
+            calls.update((c.id, c.name) for c in made)
+            msg["tool_calls"] = made
+        elif role == "tool":
+            msg["tool_call_id"], msg["name"] = toolcalls.result_of(m, where, calls)
+        out.append(msg)
     return out
 
 
@@ -127,11 +134,32 @@ def budget(prompt_len: int, max_tokens: Any, ctx: int, field: str) -> int:
     return max_tokens
 
 
+def _tool_args(args: dict[str, Any], plan: toolcalls.ToolPlan | None) -> dict[str, Any]:
+    """A tool plan's answer schema replaces response_format's (they cannot be combined)."""
+    if plan is None or not plan.constrained:
+        return args
+    if args.get("json_schema") is not None:
+        raise InvalidRequest(
+            'response_format cannot be combined with tools unless tool_choice is "none"',
+            param="response_format",
+        )
+    if args.get("logprobs"):
+        raise InvalidRequest(
+            'logprobs are not available with tools unless tool_choice is "none"',
+            param="logprobs",
+        )
+    return {**args, "json_schema": plan.schema()}
+
+
 async def chat_snapshot(dev: Device, args: dict[str, Any]) -> Snapshot:
-    messages = normalize_messages(args.get("messages"))
+    plan = toolcalls.plan_of(args)
+    normalized = normalize_messages(args.get("messages"))
+    args = _tool_args(args, plan)
     if not getattr(dev, "token_ids", True):
+        messages = toolcalls.plain_messages(normalized, plan, tool_role=False)
         max_tokens = budget(0, args.get("max_tokens"), dev.context_length, "messages")
         return Snapshot([], sampling(args, max_tokens), messages=messages)
+    messages = toolcalls.plain_messages(normalized, plan)
     ids = await dev.tokenize(await dev.render_chat(messages))
     max_tokens = budget(len(ids), args.get("max_tokens"), dev.context_length, "messages")
     return Snapshot(ids, sampling(args, max_tokens))

@@ -10,7 +10,8 @@ Invariants:
   same model, so with greedy sampling the output is the same as without the switch;
 - a device failure is a context switch nobody asked for: the request goes back on the
   run queue with its snapshot (within its retry budget) and nothing is dispatched to
-  the device until its circuit breaker (breaker.py) closes again.
+  the device until its circuit breaker (breaker.py) closes again;
+- a suspended process's requests wait in the parking lot (parking.py): none is dispatched.
 The policy decides order (push/pop), quanta and victims; the rest is written once here.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from llmos.devices.base import Device
 from llmos.errors import DeviceError, Killed, LlmosError, Unavailable
 from llmos.kernel.breaker import Breakers, FaultConfig
+from llmos.kernel.parking import ParkingLot
 from llmos.kernel.policies import Policy, SchedConfig, make_policy
 from llmos.kernel.request import Delta, ReqState, Request
 from llmos.kernel.stops import StopMatcher
@@ -76,6 +78,7 @@ class Scheduler:
         self.dispatched: dict[str, int] = {d.name: 0 for d in devices}
         self.decoded: dict[str, int] = {d.name: 0 for d in devices}  # tokens, ever
         self.stats = SwitchStats()
+        self.parking = ParkingLot()  # suspended processes' requests: never dispatched
         self._tasks: dict[Request, asyncio.Task[ReqState]] = {}
         self._abort: dict[Request, LlmosError] = {}
         self._preempting: set[Request] = set()  # cancelled before their first token
@@ -87,18 +90,19 @@ class Scheduler:
         return self._queues[model]
 
     def num_waiting(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return sum(len(q) for q in self._queues.values()) + len(self.parking)
 
     def num_running(self) -> int:
         return sum(len(r) for r in self.running.values())
 
     def waiting(self) -> list[Request]:
-        return [r for q in self._queues.values() for r in q.waiting()]
+        return [r for q in self._queues.values() for r in q.waiting()] + self.parking.held()
 
     # -- verbs ---------------------------------------------------------------------
     def submit(self, req: Request) -> None:
         req.enqueued_at = time.monotonic()
-        self._queues[req.model].push(req)
+        if not self.parking.hold(req):
+            self._queues[req.model].push(req)
         self.schedule()
 
     def set_policy(self, name: str, config: SchedConfig) -> None:
@@ -124,7 +128,7 @@ class Scheduler:
     def _unqueue(self, req: Request, state: ReqState, error: LlmosError) -> bool:
         """End a waiting request; False if it was not on the run queue."""
         queue = self._queues[req.model]
-        if not queue.remove(req):
+        if not queue.remove(req) and not self.parking.take(req):
             return False
         queue.on_finish(req, False)
         req.finish(state, error)
@@ -141,6 +145,27 @@ class Scheduler:
             self._preempting.add(req)
             task.cancel()
         return True
+
+    def suspend(self, pid: int) -> None:
+        """Park a process's requests: waiting ones leave the run queue, running ones
+        their slot at the next token boundary (except those that cannot resume
+        exactly, under a grammar or on a device without token ids: they finish)."""
+        self.parking.suspend(pid)
+        for queue in self._queues.values():
+            for req in [r for r in queue.waiting() if r.pid == pid]:
+                queue.remove(req)
+                self.parking.hold(req)
+        for dev in self.devices:
+            for req in [r for r in self.running[dev.name] if r.pid == pid]:
+                if self._switchable(req, dev):
+                    self.preempt(req)
+
+    def resume(self, pid: int) -> None:
+        """Its parked requests become runnable again, in their order."""
+        for req in self.parking.release(pid):
+            req.enqueued_at = time.monotonic()  # time parked earns no aging
+            self._queues[req.model].push(req)
+        self.schedule()
 
     def schedule(self) -> None:
         """Fill every free slot in policy order; then let the policy pick victims."""
@@ -316,7 +341,8 @@ class Scheduler:
         req.preempt_requested = False
         req.enqueued_at = time.monotonic()
         queue.on_yield(req, expired)
-        queue.push(req)
+        if not self.parking.hold(req):
+            queue.push(req)
         self.hooks.on_yield(req, counted)
 
     def _end(self, req: Request, queue: Policy, state: ReqState, error: LlmosError | None) -> None:

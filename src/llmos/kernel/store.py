@@ -94,6 +94,11 @@ MIGRATIONS = (
     ("tokens", "name", "TEXT"),
     ("tokens", "expires_at", "REAL"),
     ("tokens", "caps", "TEXT"),
+    ("processes", "command", "TEXT"),
+    ("processes", "os_pid", "INTEGER"),
+    ("processes", "exit_code", "INTEGER"),
+    ("processes", "cpu_s", "REAL"),
+    ("processes", "wall_s", "REAL"),
 )
 
 
@@ -120,8 +125,9 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO processes (pid, name, owner, priority, state, implicit,"
             " created_at, finished_at, tokens_in, tokens_out, requests, preemptions,"
-            " max_concurrent, token_budget, memory_shared)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " max_concurrent, token_budget, memory_shared,"
+            " command, os_pid, exit_code, cpu_s, wall_s)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 p.pid,
                 p.name,
@@ -138,6 +144,11 @@ class Store:
                 p.max_concurrent,
                 p.token_budget,
                 int(p.memory_shared),
+                p.command,
+                p.os_pid,
+                p.exit_code,
+                p.cpu_s,
+                p.wall_s,
             ),
         )
 
@@ -163,6 +174,11 @@ class Store:
                     max_concurrent=r["max_concurrent"],
                     token_budget=r["token_budget"],
                     memory_shared=bool(r["memory_shared"]),
+                    command=r["command"],
+                    os_pid=r["os_pid"],
+                    exit_code=r["exit_code"],
+                    cpu_s=r["cpu_s"],
+                    wall_s=r["wall_s"],
                 )
             )
         return out

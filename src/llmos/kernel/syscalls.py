@@ -125,11 +125,16 @@ async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 def _more() -> tuple[Syscall, ...]:
     """Syscalls whose handlers live beside their subsystem."""
     from llmos.kernel.admin_syscalls import ADMIN_SYSCALLS
+    from llmos.kernel.agent_syscalls import AGENT_SYSCALLS
+    from llmos.kernel.exit_syscalls import EXIT_SYSCALLS
     from llmos.kernel.fs_syscalls import FS_SYSCALLS
     from llmos.kernel.job_syscalls import JOB_SYSCALLS
     from llmos.kernel.key_syscalls import KEY_SYSCALLS
     from llmos.kernel.mem_syscalls import MEM_SYSCALLS
     from llmos.kernel.privacy import PRIVACY_SYSCALLS
+    from llmos.kernel.toolloop import TOOL_LOOP_SYSCALLS
+    from llmos.kernel.tools.mcp_syscalls import MCP_SYSCALLS
+    from llmos.kernel.tools.tool_syscalls import TOOL_SYSCALLS
 
     return (
         *MEM_SYSCALLS,
@@ -138,6 +143,11 @@ def _more() -> tuple[Syscall, ...]:
         *JOB_SYSCALLS,
         *KEY_SYSCALLS,
         *PRIVACY_SYSCALLS,
+        *AGENT_SYSCALLS,
+        *EXIT_SYSCALLS,
+        *TOOL_LOOP_SYSCALLS,
+        *MCP_SYSCALLS,
+        *TOOL_SYSCALLS,
     )
 
 

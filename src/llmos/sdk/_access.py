@@ -111,6 +111,10 @@ class AsyncAccessMixin:
         result: dict[str, Any] = await self._request("GET", "/v1/auth/whoami")
         return result
 
+    async def syscalls(self) -> list[dict[str, Any]]:
+        """The syscall table: name, doc, and whether this token may make each."""
+        return _wire.data_of(await self._request("GET", "/v1/syscalls"))
+
     async def syscall(self, name: str, args: dict[str, Any] | None = None) -> Any:
         """Any syscall by name (an LLM call runs to its end: {text, finish_reason, usage})."""
         return (await self._request("POST", f"/v1/syscalls/{quote(name)}", args or {}))["result"]

@@ -12,14 +12,26 @@ import httpx
 from llmos.params import DEFAULT_PRIORITY
 from llmos.sdk import _wire
 from llmos.sdk._access import AsyncAccessMixin
+from llmos.sdk._agents import AsyncAgentsMixin
+from llmos.sdk._apps import AsyncAppsMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import AsyncJobsMixin
 from llmos.sdk._key import AsyncKeyMixin
+from llmos.sdk._mcp import AsyncMcpMixin
+from llmos.sdk._tools import AsyncToolsMixin
 from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
 
-class AsyncClient(AsyncAccessMixin, AsyncJobsMixin, AsyncKeyMixin):
+class AsyncClient(
+    AsyncAccessMixin,
+    AsyncAgentsMixin,
+    AsyncAppsMixin,
+    AsyncJobsMixin,
+    AsyncKeyMixin,
+    AsyncMcpMixin,
+    AsyncToolsMixin,
+):
     """`Client` for asyncio: the same constructor and methods, awaited; `stream`
     is an async iterator. Close it with `aclose()` (or `close()`), or use it as an
     async context manager. `transport` is httpx's seam, for tests."""

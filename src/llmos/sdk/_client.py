@@ -11,14 +11,18 @@ import httpx
 from llmos.params import DEFAULT_PRIORITY
 from llmos.sdk import _wire
 from llmos.sdk._access import AccessMixin
+from llmos.sdk._agents import AgentsMixin
+from llmos.sdk._apps import AppsMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import JobsMixin
 from llmos.sdk._key import KeyMixin
+from llmos.sdk._mcp import McpMixin
+from llmos.sdk._tools import ToolsMixin
 from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
 
-class Client(AccessMixin, JobsMixin, KeyMixin):
+class Client(AccessMixin, AgentsMixin, AppsMixin, JobsMixin, KeyMixin, McpMixin, ToolsMixin):
     """A connection to one kernel. `url` defaults to $LLMOS_URL, then the local
     default; `token` to $LLMOS_TOKEN, then $LLMOS_HOME/admin-token. Every failure
     raises `ApiError` (`KernelUnreachable` if nothing answers). Close it, or use it

@@ -77,7 +77,11 @@ class ToolRegistry:
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path)
             param = "arguments" + (f".{where}" if where else "")
-            raise InvalidRequest(f"{tool.name}: {error.message}", param=param)
+            message = error.message
+            if len(message) > 300:  # jsonschema quotes the whole value: keep its head
+                shown = repr(error.instance)
+                message = message.replace(shown, shown[:40] + "…'")[:300]
+            raise InvalidRequest(f"{tool.name}: {message}", param=param)
         return args
 
     async def call(self, k: Kernel, caller: Caller, name: str, args: Any) -> Any:
