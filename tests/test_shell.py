@@ -5,6 +5,7 @@ device. The real model's accuracy is measured in test_shell_real.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import sys
@@ -16,11 +17,13 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from llmos.cli.main import build_app
+from llmos.cli.sh import Options, run_sentence
 from llmos.sdk import Client
 from llmos.shell import planner
 from llmos.shell.examples import EXAMPLES, ExampleIndex
 from llmos.shell.model_planner import ModelPlanner, prompt, read_plan
 from llmos.shell.plan import MAX_STEPS, VOCABULARY, Plan, ShellError, Step, check, plan_schema
+from llmos.shell.session import Shell
 from tests._live_server import LiveServer, closed_port_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -359,6 +362,21 @@ def test_unknown_sentences_are_refused_clearly(server: LiveServer) -> None:
     # the mock device writes letters, not JSON: the model path refuses, cleanly
     result = sh(server, "frobnicate the widgets")
     assert_clean_failure(result, 1, "error: the model did not write a JSON plan")
+
+
+def test_yes_does_not_cover_an_irreversible_step_the_model_proposed(
+    server: LiveServer, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = client.spawn("sh-misread")["pid"]
+    answer = {"steps": [{"syscall": "proc.kill", "args": {"pid": pid}}], "explanation": ""}
+    shell = Shell(client, complete=FakeModel(json.dumps(answer)))
+    opts = Options(yes=True, dry_run=False, as_json=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a script: nobody to answer
+    assert run_sentence(shell, f"put process {pid} to sleep", opts) == 1
+    assert client.process(pid)["state"] == "ready"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # a person who said yes
+    assert run_sentence(shell, f"put process {pid} to sleep", opts) == 0
+    assert client.process(pid)["state"] == "killed"
 
 
 def test_a_plan_the_token_may_not_make_is_refused(server: LiveServer, client: Client) -> None:

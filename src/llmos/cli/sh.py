@@ -8,8 +8,9 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.text import Text
@@ -35,11 +36,19 @@ def sh(
     words: Annotated[
         list[str] | None,
         typer.Argument(
-            help="What to do, in words. None: an interactive shell.", show_default=False
+            metavar="SENTENCE",
+            help="What to do, in words. Without one: an interactive shell.",
+            show_default=False,
         ),
     ] = None,
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Run irreversible steps without asking.")
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Run irreversible steps without asking (those the parser planned; the "
+            "model's are always confirmed).",
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Show the plan; run nothing.")
@@ -58,7 +67,7 @@ def sh(
     token: TokenOption = None,
 ) -> None:
     """Tell llmos what to do in plain words: `llmos sh --yes "list processes"`."""
-    opts = _Options(yes=yes, dry_run=dry_run, as_json=as_json)
+    opts = Options(yes=yes, dry_run=dry_run, as_json=as_json)
     sentence = None if words is None else " ".join(words)
     if sentence is not None and not sentence.strip():
         _fail(opts, 'say what to do, e.g. llmos sh "list processes"', EXIT_USAGE)
@@ -72,12 +81,16 @@ def sh(
         repl(shell, opts, _history_path())
 
 
-class _Options:
-    def __init__(self, *, yes: bool, dry_run: bool, as_json: bool) -> None:
-        self.yes, self.dry_run, self.as_json = yes, dry_run, as_json
+@dataclass(frozen=True)
+class Options:
+    """How `run_sentence` behaves: the command's flags."""
+
+    yes: bool = False
+    dry_run: bool = False
+    as_json: bool = False
 
 
-def run_sentence(shell: Shell, sentence: str, opts: _Options) -> int:
+def run_sentence(shell: Shell, sentence: str, opts: Options) -> int:
     """Plan, show, confirm, run one sentence; the exit status (0 when all went well)."""
     report: dict[str, Any] = {"sentence": sentence, "plan": None, "ran": False, "results": []}
     try:
@@ -90,8 +103,11 @@ def run_sentence(shell: Shell, sentence: str, opts: _Options) -> int:
         out.print(plan_view(plan))
     if opts.dry_run:
         return _done(opts, report, 0)
-    if plan.irreversible and not opts.yes and not _confirmed(plan):
-        return _refuse(opts, report, "not confirmed: nothing was run")
+    # --yes answers for the parser's plans only: the model misreads often enough
+    # ("put process 7 to sleep" -> kill) that what it proposes is asked every time.
+    if plan.irreversible and (plan.source == "model" or not opts.yes) and not _confirmed(plan):
+        why = " (--yes does not cover the model's plans)" if opts.yes else ""
+        return _refuse(opts, report, f"not confirmed: nothing was run{why}")
     report["ran"] = True
     for done in shell.run(plan):
         report["results"].append(done.to_dict())
@@ -105,7 +121,7 @@ def run_sentence(shell: Shell, sentence: str, opts: _Options) -> int:
     return _done(opts, report, 0)
 
 
-def repl(shell: Shell, opts: _Options, history: Path | None) -> None:
+def repl(shell: Shell, opts: Options, history: Path | None) -> None:
     """Read sentences until `exit` or end of input; a failed one does not end it."""
     lines = _History(history)
     out = console()
@@ -184,7 +200,7 @@ def _confirmed(plan: Plan) -> bool:
         return False
 
 
-def _refuse(opts: _Options, report: dict[str, Any], message: str) -> int:
+def _refuse(opts: Options, report: dict[str, Any], message: str) -> int:
     report["error"] = message
     if opts.as_json:
         return _done(opts, report, EXIT_ERROR)
@@ -192,13 +208,13 @@ def _refuse(opts: _Options, report: dict[str, Any], message: str) -> int:
     return EXIT_ERROR
 
 
-def _done(opts: _Options, report: dict[str, Any], code: int) -> int:
+def _done(opts: Options, report: dict[str, Any], code: int) -> int:
     if opts.as_json:
         report.setdefault("error", None)
         typer.echo(json.dumps(report, indent=2, default=str, ensure_ascii=False))
     return code
 
 
-def _fail(opts: _Options, message: str, code: int) -> None:
+def _fail(opts: Options, message: str, code: int) -> NoReturn:
     _refuse(opts, {"sentence": "", "plan": None, "ran": False, "results": []}, message)
     raise typer.Exit(code)

@@ -66,7 +66,8 @@ _TOOL_CALL = {
 }
 
 # The syscalls the shell plans with, and their arguments. Others (key rotation,
-# telemetry export, job submission, sharing…) are left to the CLI and the SDK.
+# telemetry export, job submission, granting shares, adding users…) are left to the
+# CLI and the SDK.
 VOCABULARY: dict[str, dict[str, Any]] = {
     "proc.list": _obj(),
     "proc.get": _obj(_PID),
