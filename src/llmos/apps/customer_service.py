@@ -151,12 +151,22 @@ class CustomerService(App):
                 "knowledge_base": data.source(),
             }
         answer, cited = await _answer(ctx, question, cited)
+        answered_by = "model"
+        if not _uses(answer, cited):  # a silent or wandering model: the best entry itself
+            answer, answered_by = cited[0][0].text, "knowledge_base"
         return {
-            "answer": answer or cited[0][0].text,  # a silent model: the best entry itself
+            "answer": answer,
+            "answered_by": answered_by,
             "citations": [{"id": e.id, "title": e.title, "score": s} for e, s in cited],
             "grounded": True,
             "knowledge_base": data.source(),
         }
+
+
+def _uses(answer: str, cited: list[tuple[Entry, float]], least: int = 2) -> bool:
+    """Grounding check: the answer says at least `least` words of the cited entries."""
+    given = set(terms(" ".join(f"{e.title} {e.text}" for e, _ in cited)))
+    return len(set(terms(answer)) & given) >= least
 
 
 async def _answer(
