@@ -16,7 +16,7 @@ column fails to open, as does any altered byte: `Unavailable` (code
 `data_integrity`), never silent garbage.
 
 Rotation without downtime: `rotate()` makes a new data key active at once; `sweep()`
-then re-seals every row under it in small batches, yielding to the event loop
+(keysweep.py) then re-seals every row under it in small batches, yielding to the event loop
 between batches, so reads and writes go on (every value names its key). When no row
 uses a non-active key, those keys are retired. A rotation during a sweep only
 makes the sweep go round again; a sweep cut short by a restart is resumed at start.
@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 MAGIC = b"llx1"
 NONCE = 12
 HEADER = len(MAGIC) + 4
-BATCH_ROWS = 64  # a rotation batch: at most this many rows ...
-BATCH_BYTES = 4 << 20  # ... or about this many bytes, between two yields to the loop
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS data_keys (
@@ -258,8 +256,10 @@ class KeyRing:
         """The sweep as a task on the running loop, unless one runs or none is due."""
         if self.sweeping or not self.pending:
             return None
+        from llmos.kernel.keysweep import sweep
+
         self.sweeping = True  # from now: status says so before the task first runs
-        return asyncio.get_running_loop().create_task(self._sweep(pause), name="llmos-key-sweep")
+        return asyncio.get_running_loop().create_task(sweep(self, pause), name="llmos-key-sweep")
 
     async def sweep(self, pause: float = 0.0) -> None:
         """Run a sweep to its end (or return at once if one runs already)."""
@@ -267,83 +267,12 @@ class KeyRing:
         if task is not None:
             await task
 
-    async def _sweep(self, pause: float) -> None:
-        """Re-seal every row under the active key, a batch at a time, then retire the
-        other keys. Goes round again if a rotation happened meanwhile. A value that
-        fails its integrity check is skipped and named in `error`; while one is left,
-        the key it names is kept."""
-        try:
-            while self.pending:
-                active, bad = self.active, list[str]()
-                for column in list(self.columns):
-                    after: int | None = 0
-                    while after is not None:
-                        after = self._batch(column, after, bad)
-                        await asyncio.sleep(pause)
-                left = self.rows_left()
-                if left == 0:
-                    self._retire()
-                elif active == self.active:  # no new rotation: what is left is damaged
-                    self.error = f"{left} value(s) could not be re-encrypted: {bad[0]}"
-                    log.error("key rotation stopped: %s", self.error)
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = getattr(exc, "message", None) or repr(exc)
-            log.exception("key rotation stopped")
-        finally:
-            self.sweeping = False
-
-    def _batch(self, column: Sealed, after: int, bad: list[str]) -> int | None:
-        """Re-seal up to a batch of `column`'s rows past rowid `after` that are not
-        under the active key; the rowid to go on from, None at the end. Values that
-        do not open are left as they are, their reason appended to `bad`."""
-        keys = ", ".join(column.keys)
-        active = struct.pack(">I", self.active)
-        rows = self.db.execute(
-            f"SELECT rowid, {keys}, {column.column} FROM {column.table} WHERE rowid > ?"
-            f" AND {column.column} IS NOT NULL AND substr({column.column}, ?, 4) != ?"
-            " ORDER BY rowid LIMIT ?",
-            (after, len(MAGIC) + 1, active, BATCH_ROWS),
-        ).fetchall()
-        if not rows:
-            return None
-        size = 0
-        with self.atomic():
-            for row in rows:
-                after = int(row[0])
-                try:
-                    data = self.open(column, row[-1], *row[1:-1])
-                except Unavailable as exc:
-                    bad.append(exc.message)
-                    continue
-                self.db.execute(
-                    f"UPDATE {column.table} SET {column.column} = ? WHERE rowid = ?",
-                    (self.seal(column, data, *row[1:-1]), row[0]),
-                )
-                self.resealed += 1
-                size += len(data)
-                if size >= BATCH_BYTES:
-                    break
-        return after
-
     def rows_left(self) -> int:
-        """Values not yet under the active key. With no other key held there are none
-        (a key is retired only once no value names it); else every value is read."""
-        if not self.pending:
-            return 0
-        active = struct.pack(">I", self.active)
-        total = 0
-        for c in self.columns:
-            total += self.db.execute(
-                f"SELECT COUNT(*) FROM {c.table} WHERE {c.column} IS NOT NULL"
-                f" AND substr({c.column}, ?, 4) != ?",
-                (len(MAGIC) + 1, active),
-            ).fetchone()[0]
-        return int(total)
+        from llmos.kernel.keysweep import rows_left
 
-    def _retire(self) -> None:
+        return rows_left(self)
+
+    def retire(self) -> None:
         """Erase every non-active key's wrapped bytes (overwritten on disk, not just
         unlinked), and forget it."""
         old = [k for k in self._keys if k != self.active]
