@@ -15,6 +15,8 @@ from llmos.kernel.ftstext import query_words
 from llmos.params import (
     FS_PASSAGE_CHARS,
     MAX_PATH_BYTES,
+    MAX_QUERY_CHARS,
+    MAX_SEARCH_LIMIT,
     MAX_SEGMENT_BYTES,
 )
 
@@ -66,6 +68,20 @@ def check_path(path: object) -> str:
                 f"each part of a path must be at most {MAX_SEGMENT_BYTES} bytes", param="path"
             )
     return path
+
+
+def check_search(query: object, limit: object) -> None:
+    """A search's query and limit, or InvalidRequest naming the bad one."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidRequest("query must be a non-empty string", param="query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"query must be at most {MAX_QUERY_CHARS} characters", param="query")
+    if any(unicodedata.category(ch) == "Cs" for ch in query):
+        raise InvalidRequest("query must be valid Unicode text", param="query")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidRequest("limit must be an integer", param="limit")
+    if not 1 <= limit <= MAX_SEARCH_LIMIT:
+        raise InvalidRequest(f"limit must be 1..{MAX_SEARCH_LIMIT}", param="limit")
 
 
 def fts_query(text: str) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -34,6 +33,7 @@ from llmos.kernel.crypto import KeyRing, Sealed
 from llmos.kernel.fspaths import (
     bad_char,
     check_path,
+    check_search,
     file_info,
     fts_query,
     owner_key,
@@ -48,8 +48,6 @@ from llmos.params import (
     MAX_FILE_VERSIONS,
     MAX_FILES,
     MAX_PATH_BYTES,
-    MAX_QUERY_CHARS,
-    MAX_SEARCH_LIMIT,
 )
 
 Info = dict[str, Any]
@@ -177,18 +175,7 @@ class FileStore:
         included) that holds every word of `query`, best first by the BM25 of their
         best passage, each with a snippet of it. No score is returned: BM25 counts
         every owner's passages, so scores would tell of other owners' words."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidRequest("query must be a non-empty string", param="query")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidRequest(
-                f"query must be at most {MAX_QUERY_CHARS} characters", param="query"
-            )
-        if any(unicodedata.category(ch) == "Cs" for ch in query):
-            raise InvalidRequest("query must be valid Unicode text", param="query")
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise InvalidRequest("limit must be an integer", param="limit")
-        if not 1 <= limit <= MAX_SEARCH_LIMIT:
-            raise InvalidRequest(f"limit must be 1..{MAX_SEARCH_LIMIT}", param="limit")
+        check_search(query, limit)
         terms = fts_query(query)
         if not terms:
             return []
