@@ -25,11 +25,8 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,10 @@ from typing import Any
 
 import httpx
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _upproc import llmos_up
 
 TOKEN = "bench-load-admin-token"
 MIX = (("chat", 0.6), ("stream", 0.2), ("models", 0.2))
@@ -55,58 +56,14 @@ class Tally:
 
 
 # -- the server ----------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def kernel(device: str, home: Path, args: argparse.Namespace) -> Iterator[tuple[str, int]]:
-    """`llmos up` in a subprocess on 127.0.0.1; yields (url, pid); always stops it."""
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-c",
-        "from llmos.cli.main import main; main()",
-        "up",
-        "--port",
-        str(port),
-        "--home",
-        str(home),
-        "--slots",
-        str(args.slots),
-        "--ctx",
-        "512",
-        "--threads",
-        str(args.threads),
-    ]
+    """`llmos up` on 127.0.0.1 (mock or the embedded model); yields (url, pid)."""
+    flags = ["--slots", str(args.slots), "--ctx", "512", "--threads", str(args.threads)]
     if device == "mock":
-        cmd += ["--device", "mock"]
-    env = {**os.environ, "LLMOS_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    log = (home / f"{device}.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llmos up exited ({proc.returncode}); see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llmos up not healthy after 180 s; see {log.name}")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+        flags += ["--device", "mock"]
+    with llmos_up(home, flags, TOKEN, f"{device}.log") as (url, pid):
+        yield url, pid
 
 
 def rss_mb(pid: int) -> float:

@@ -22,20 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _shelleval import Score, load, score
+from _upproc import llmos_up
 from llmos.sdk import Client
 from llmos.shell import planner
 from llmos.shell.model_planner import ModelPlanner, sdk_complete
@@ -45,54 +40,14 @@ from llmos.shell.session import Shell
 TOKEN = "bench-shell-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def kernel(home: Path, threads: int) -> Iterator[str]:
     """`llmos up` (embedded SmolLM2, 2 slots) in a subprocess; always stopped."""
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-c",
-        "from llmos.cli.main import main; main()",
-        "up",
-        "--port",
-        str(port),
-        "--home",
-        str(home),
-        "--slots",
-        "2",
-        "--threads",
-        str(threads),
-    ]
-    env = {**os.environ, "LLMOS_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    log = (home / "kernel.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llmos up exited ({proc.returncode}); see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llmos up not healthy after 180 s; see {log.name}")
-            time.sleep(0.2)
+    with llmos_up(home, ["--slots", "2", "--threads", str(threads)], TOKEN, "kernel.log") as (
+        url,
+        _,
+    ):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
 
 
 def evaluate(client: Client, show_misses: bool) -> dict[str, object]:
