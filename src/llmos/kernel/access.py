@@ -9,7 +9,8 @@ spawn, acting for its owner inside it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmos.errors import Forbidden, Hidden, InvalidRequest, LlmosError, NotFound, Unauthorized
 from llmos.kernel.capability import Capability
@@ -20,6 +21,8 @@ from llmos.kernel.tokens import Caller
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
     from llmos.kernel.process import Process
+
+T = TypeVar("T")
 
 AUDIT_KEYS = ("pid", "path", "owner", "name", "id", "user", "principal", "kind", "policy", "perm")
 
@@ -157,11 +160,7 @@ def memory_access(
             raise Hidden("no such memory", param="owner")
         assert caller.pid is not None
         proc = k.procs.get(caller.pid)
-        scope = Scope(caller.owner, caller.pid, shared=proc.memory_shared)
-        hidden = mid is not None and not _in_scope(k, scope, mid)
-        if hidden and _in_scope(k, Scope(caller.owner), mid or 0):  # its owner's, not its own
-            raise Hidden(f"no memory with id {mid}", param="id")
-        return scope
+        return Scope(caller.owner, caller.pid, shared=proc.memory_shared)
     owner = target_owner(caller, args)
     if caller.is_admin or owner == caller.owner:
         return Scope(owner)
@@ -199,7 +198,19 @@ def no_wider_than(
             )
 
 
-def _in_scope(k: Kernel, scope: Scope, mid: int) -> bool:
+def on_memory(k: Kernel, caller: Caller, mid: int, op: Callable[[], T]) -> T:
+    """Run a memory operation; a process that misses a memory of its owner's (outside
+    its own scope) is denied, audited as such — the 404 reads the same. Checked only
+    on the miss, so the hit path reads the memory once."""
+    try:
+        return op()
+    except NotFound:
+        if caller.role == "process" and _exists(k, Scope(caller.owner), mid):
+            raise Hidden(f"no memory with id {mid}", param="id") from None
+        raise
+
+
+def _exists(k: Kernel, scope: Scope, mid: int) -> bool:
     try:
         k.memory.get(scope, mid)
     except NotFound:

@@ -80,19 +80,23 @@ async def mem_search(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 async def mem_get(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     mid = _int(a, "id", lo=1)
-    return k.memory.get(access.memory_access(k, c, a, False, mid), mid)
+    scope = access.memory_access(k, c, a, False, mid)
+    return access.on_memory(k, c, mid, lambda: k.memory.get(scope, mid))
 
 
 async def mem_update(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     text = _str(a, "text", required=False)
     mid = _int(a, "id", lo=1)
     scope = access.memory_access(k, c, a, True, mid)
-    return k.memory.update(scope, mid, text, _tags(a), _meta(a))
+    return access.on_memory(
+        k, c, mid, lambda: k.memory.update(scope, mid, text, _tags(a), _meta(a))
+    )
 
 
 async def mem_delete(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     mid = _int(a, "id", lo=1)
-    return k.memory.delete(access.memory_access(k, c, a, True, mid), mid)
+    scope = access.memory_access(k, c, a, True, mid)
+    return access.on_memory(k, c, mid, lambda: k.memory.delete(scope, mid))
 
 
 async def mem_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
