@@ -18,7 +18,7 @@ import pytest
 
 from llmos.devices import MockDevice
 from llmos.errors import Killed, NotFound, Unauthorized
-from llmos.kernel import Caller, Done, Kernel, ProcState, ReqState, Request
+from llmos.kernel import Caller, Kernel, ProcState, ReqState
 from llmos.kernel.agentlog import LogSink
 from llmos.params import Settings
 from tests.conftest import MockKernel
@@ -31,13 +31,6 @@ async def make(home: Path, **dev: Any) -> tuple[Kernel, MockDevice, Caller]:
     kernel = Kernel(Settings(home=home, admin_token="adm"), [device])
     await kernel.start()
     return kernel, device, kernel.authenticate("adm")
-
-
-async def finish(req: Request) -> Done:
-    while True:
-        event = await req.events.get()
-        if isinstance(event, Done):
-            return event
 
 
 async def process(kernel: Kernel, admin: Caller, name: str) -> Caller:
@@ -60,7 +53,7 @@ async def test_suspend_parks_running_and_waiting_requests_until_resume(tmp_path:
     assert proc.state == ProcState.SUSPENDED
     rival = await kernel.call("llm.chat", other, args)  # gets the slot the agent leaves
     late = await kernel.call("llm.chat", agent, args)  # a new request of a suspended process
-    await finish(rival)
+    await rival.outcome()
     parked = {running, queued, late}
     assert set(kernel.scheduler.parking.held()) == parked
     assert all(r.state in (ReqState.PREEMPTED, ReqState.WAITING) for r in parked)
@@ -74,7 +67,7 @@ async def test_suspend_parks_running_and_waiting_requests_until_resume(tmp_path:
     await kernel.call("proc.signal", admin, {"pid": agent.pid, "signal": "resume"})
     assert proc.state in (ProcState.RUNNING, ProcState.WAITING)
     for req in (running, queued, late):
-        assert (await finish(req)).reason == "length" and req.output_tokens == 60
+        assert (await req.outcome()).reason == "length" and req.output_tokens == 60
     assert running.dispatches == 2 and running.preemptions == 1
     assert proc.state == ProcState.READY and not kernel.scheduler.parking.held()
     assert proc.tokens_out == 180
@@ -89,7 +82,7 @@ async def test_killing_a_suspended_process_fails_its_parked_requests(tmp_path: P
     assert kernel.scheduler.parking.held() == [req]
     killed = await kernel.call("proc.signal", admin, {"pid": agent.pid, "signal": "kill"})
     assert killed["state"] == "killed"
-    done = await finish(req)
+    done = await req.outcome()
     assert isinstance(done.error, Killed) and req.started_at is None
     assert (
         not kernel.scheduler.parking.held() and agent.pid not in kernel.scheduler.parking.suspended

@@ -11,7 +11,7 @@ import pytest
 
 from llmos.devices import MockDevice
 from llmos.errors import Forbidden, InvalidRequest, Killed, NotFound, Unauthorized
-from llmos.kernel import Caller, Done, Kernel, ProcState, ReqState, Request
+from llmos.kernel import Caller, Kernel, ProcState, ReqState
 from llmos.kernel.process import Process
 from llmos.kernel.stops import StopMatcher
 from llmos.params import Settings
@@ -26,13 +26,6 @@ async def make(home: Path, **dev: Any) -> tuple[Kernel, MockDevice, Caller]:
     return kernel, device, kernel.authenticate("adm")
 
 
-async def finish(req: Request) -> Done:
-    while True:
-        event = await req.events.get()
-        if isinstance(event, Done):
-            return event
-
-
 async def test_fifo_order_and_slot_limit(tmp_path: Path) -> None:
     kernel, device, admin = await make(tmp_path, slots=2)
     reqs = [
@@ -40,7 +33,7 @@ async def test_fifo_order_and_slot_limit(tmp_path: Path) -> None:
         for _ in range(7)
     ]
     assert kernel.scheduler.num_running() == 2 and kernel.scheduler.num_waiting() == 5
-    await asyncio.gather(*(finish(r) for r in reqs))
+    await asyncio.gather(*(r.outcome() for r in reqs))
     starts = sorted(reqs, key=lambda r: r.started_at or 0)
     assert starts == reqs  # first come, first served
     assert device.max_in_flight == 2 and kernel.scheduler.peak_running["mock0"] == 2
@@ -59,7 +52,7 @@ async def test_kill_fails_waiting_and_stops_running(tmp_path: Path) -> None:
     await asyncio.sleep(0.05)
     assert kernel.procs.get(agent.pid).state == ProcState.RUNNING
     await kernel.call("proc.kill", admin, {"pid": agent.pid})
-    done_w, done_r = await finish(waiting), await finish(running)
+    done_w, done_r = await waiting.outcome(), await running.outcome()
     assert isinstance(done_w.error, Killed) and isinstance(done_r.error, Killed)
     assert waiting.started_at is None and 0 < running.output_tokens < 500
     await asyncio.sleep(0.01)
@@ -78,10 +71,10 @@ async def test_stop_strings_end_generation_and_hold_back_partials(tmp_path: Path
     kernel, _device, admin = await make(tmp_path)
     args = {"model": "mock", "messages": MSGS, "max_tokens": 30, "temperature": 0}
     free = await kernel.call("llm.chat", admin, args)
-    await finish(free)
+    await free.outcome()
     stop = free.text[5:8]
     cut = await kernel.call("llm.chat", admin, {**args, "stop": [stop]})
-    await finish(cut)
+    await cut.outcome()
     assert cut.state == ReqState.FINISHED_STOPPED and cut.text == free.text[: free.text.index(stop)]
     await kernel.stop()
 
@@ -104,7 +97,7 @@ async def test_implicit_process_per_token_and_accounting(tmp_path: Path) -> None
     args = {"model": "mock", "messages": MSGS, "max_tokens": 3}
     r1 = await kernel.call("llm.chat", admin, args)
     r2 = await kernel.call("llm.chat", admin, args)
-    await asyncio.gather(finish(r1), finish(r2))
+    await asyncio.gather(r1.outcome(), r2.outcome())
     await asyncio.sleep(0)
     assert r1.pid == r2.pid
     proc = kernel.procs.get(r1.pid)
@@ -113,7 +106,7 @@ async def test_implicit_process_per_token_and_accounting(tmp_path: Path) -> None
     user_token, _ = kernel.tokens.issue("alice", "user")
     alice = kernel.authenticate(user_token)
     r3 = await kernel.call("llm.chat", alice, args)
-    await finish(r3)
+    await r3.outcome()
     assert r3.pid != r1.pid and kernel.procs.get(r3.pid).owner == "alice"
     # alice sees only her own processes; admin sees all
     assert [p["pid"] for p in await kernel.call("proc.list", alice)] == [r3.pid]
