@@ -123,6 +123,7 @@ class Settings:
     send_timeout_s: float = SEND_TIMEOUT_S
     # Device faults; validated by kernel/breaker.py's FaultConfig.
     health_interval_s: float = HEALTH_INTERVAL_S
+    sample_interval_s: float = 2.0  # the system sampler's period (kernel/sysmon.py)
     health_timeout_s: float = HEALTH_TIMEOUT_S
     breaker_threshold: int = BREAKER_THRESHOLD
     breaker_cooldown_s: float = BREAKER_COOLDOWN_S
@@ -157,6 +158,10 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise InvalidRequest("port must be between 0 and 65535", param="port")
+        if not 0.05 <= self.sample_interval_s <= 3600:
+            raise InvalidRequest(
+                "sample_interval_s must be between 0.05 and 3600 seconds", param="sample_interval_s"
+            )
         self._validate_limits()
         if self.mock_device and (self.model_path is not None or self.device_url is not None):
             raise InvalidRequest("the mock device takes no model path or URL", param="device")

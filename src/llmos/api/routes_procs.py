@@ -1,13 +1,13 @@
-"""Process and system routes: /v1/processes, /v1/sys/*."""
+"""Process and system routes: /v1/processes, /v1/sys/* (top and history: kernel/sysmon.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from llmos.api.auth import caller, kernel_of
-from llmos.api.schemas import SchedulerUpdate, SpawnRequest
+from llmos.api.schemas import Renice, SchedulerUpdate, SpawnRequest
 from llmos.kernel import Caller
 
 router = APIRouter(prefix="/v1")
@@ -32,6 +32,28 @@ async def get_process(pid: int, request: Request, who: Caller = Depends(caller))
 @router.delete("/processes/{pid}")
 async def kill_process(pid: int, request: Request, who: Caller = Depends(caller)) -> Any:
     return await kernel_of(request).call("proc.kill", who, {"pid": pid})
+
+
+@router.post("/processes/{pid}/renice")
+async def renice_process(
+    pid: int, body: Renice, request: Request, who: Caller = Depends(caller)
+) -> Any:
+    args = {"pid": pid, "priority": body.priority}
+    return await kernel_of(request).call("proc.renice", who, args)
+
+
+@router.get("/sys/top")
+async def sys_top(request: Request, who: Caller = Depends(caller)) -> Any:
+    return await kernel_of(request).call("sys.top", who)
+
+
+@router.get("/sys/history")
+async def sys_history(
+    request: Request,
+    seconds: float = Query(600, gt=0, le=86400, description="How far back, in seconds."),
+    who: Caller = Depends(caller),
+) -> Any:
+    return await kernel_of(request).call("sys.history", who, {"seconds": seconds})
 
 
 @router.get("/sys/info")

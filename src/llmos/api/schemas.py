@@ -174,6 +174,11 @@ class SpawnRequest(BaseModel):
     capabilities: dict[str, Any] | None = None
 
 
+class Renice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    priority: int = Field(ge=0, le=MAX_PRIORITY, description="0..39, higher runs earlier")
+
+
 class SchedulerUpdate(BaseModel):
     """Switch policy or knobs at run time (admin)."""
 

@@ -39,6 +39,7 @@ def build_app() -> typer.Typer:
     app.command("ps")(tables.ps)
     app.command("spawn")(tables.spawn)
     app.command("kill")(tables.kill)
+    app.command("renice")(tables.renice)
     agents.register(app)  # run, logs, wait, suspend, resume
     app.command("info")(tables.info)
     app.command("devices")(tables.devices)

@@ -1,4 +1,4 @@
-"""`llmos ps`, `spawn`, `kill`, `info`, `devices`: processes and the kernel's state."""
+"""`llmos ps`, `spawn`, `kill`, `renice`, `info`, `devices`: processes and the kernel's state."""
 
 from __future__ import annotations
 
@@ -121,6 +121,22 @@ def kill(
         typer.echo(f"killed {proc.get('pid', pid)} ({proc.get('name')})")
     else:
         typer.echo(f"process {proc.get('pid', pid)} ({proc.get('name')}) is {state}")
+
+
+def renice(
+    priority: Annotated[
+        int, typer.Argument(help=f"The new priority, 0..{MAX_PRIORITY} (higher runs earlier).")
+    ],
+    pid: Annotated[int, typer.Argument(help="The process.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Change a process's priority (its queued requests too). Raising it takes an admin."""
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise typer.BadParameter(f"must be 0..{MAX_PRIORITY}", param_hint="PRIORITY")
+    with connect(url, token) as client:
+        proc = client.renice(pid, priority)
+    typer.echo(f"process {proc.get('pid', pid)} ({proc.get('name')}) priority {proc['priority']}")
 
 
 def info(url: UrlOption = None, token: TokenOption = None) -> None:

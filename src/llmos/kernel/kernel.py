@@ -16,7 +16,7 @@ from typing import Any
 
 from llmos.devices.base import Device
 from llmos.devices.embeddings import LazyEmbedder
-from llmos.errors import Hidden, InvalidRequest, Killed, NotFound, Unauthorized
+from llmos.errors import Forbidden, Hidden, InvalidRequest, Killed, NotFound, Unauthorized
 from llmos.kernel import access, key_syscalls, prompts, sysinfo
 from llmos.kernel.acl import Shares
 from llmos.kernel.admission import Admission
@@ -39,6 +39,7 @@ from llmos.kernel.scheduler import Hooks, Scheduler
 from llmos.kernel.stops import StopMatcher
 from llmos.kernel.storage import FileStore
 from llmos.kernel.store import Store
+from llmos.kernel.sysmon import Sampler
 from llmos.kernel.tokens import Caller, TokenStore
 from llmos.kernel.tools import ToolRegistry
 from llmos.kernel.tools.builtins import register_builtins
@@ -90,6 +91,7 @@ class Kernel:
         register_builtins(self.tools)  # calculator, time, memory, files, python
         self.agents = Agents(self)  # programs run as processes (proc.exec)
         self.mcp = McpServers(self)  # attached MCP servers (their tools are in self.tools)
+        self.sysmon = Sampler(self, settings.sample_interval_s)  # resources, rates, history
         self.started_at = time.time()
         self.admin_token: str | None = None  # set only when generated at this start
 
@@ -104,6 +106,7 @@ class Kernel:
         self.jobs.start()
         self.agents.recover()  # programs a crashed kernel left behind are over
         self.mcp.start()  # attached MCP servers come up in the background
+        self.sysmon.start()
 
     def _ensure_admin(self) -> None:
         """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
@@ -130,6 +133,7 @@ class Kernel:
         await self.agents.stop()  # their programs are terminated, their ends recorded
         await self.jobs.stop()  # running jobs go back to the journal's queue
         await self.mcp.stop()
+        await self.sysmon.stop()
         await self.health.stop()
         for task in list(self._background):
             task.cancel()
@@ -233,6 +237,23 @@ class Kernel:
         for req in list(self.live.get(pid, ())):
             self.scheduler.cancel(req, Killed(f"process {pid} was killed", param="pid"))
         self.agents.killed(pid)  # its program too (SIGKILL to its process group)
+        return proc
+
+    def renice(self, caller: Caller, pid: int, priority: int) -> Process:
+        """Change a process's priority, its queued requests' included. As with nice(1),
+        lowering it is the owner's right; raising it is an admin's."""
+        proc = self.visible(caller, pid)
+        access.require_change(self, caller, proc)
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise InvalidRequest(f"priority must be 0..{MAX_PRIORITY}", param="priority")
+        if priority > proc.priority and not caller.is_admin:
+            raise Forbidden(
+                f"only an admin may raise a priority (process {pid} has {proc.priority})",
+                param="priority",
+            )
+        proc.priority = priority
+        self.store.save_process(proc)
+        self.scheduler.reprioritize(pid, priority)
         return proc
 
     def process_of(self, caller: Caller) -> Process:

@@ -105,6 +105,20 @@ class Scheduler:
             self._queues[req.model].push(req)
         self.schedule()
 
+    def reprioritize(self, pid: int, priority: int) -> None:
+        """A process was reniced: its requests take the new priority, waiting ones
+        re-sorted in their queue (keeping the time they have waited)."""
+        for queue in self._queues.values():
+            for req in [r for r in queue.waiting() if r.pid == pid]:
+                queue.remove(req)
+                req.priority = priority
+                queue.push(req)
+        for running in self.running.values():
+            for req in running:
+                if req.pid == pid:
+                    req.priority = priority
+        self.schedule()
+
     def set_policy(self, name: str, config: SchedConfig) -> None:
         """Switch policy at run time; waiting requests move over in their old order."""
         fresh = {model: make_policy(name, config) for model in self._queues}

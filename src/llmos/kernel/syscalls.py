@@ -108,6 +108,10 @@ async def _proc_kill(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     return k.kill(c, _int(a, "pid")).to_dict()
 
 
+async def _proc_renice(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
+    return k.renice(c, _int(a, "pid"), _int(a, "priority")).to_dict()
+
+
 async def _sys_info(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     return sysinfo.info(k)
 
@@ -132,6 +136,7 @@ def _more() -> tuple[Syscall, ...]:
     from llmos.kernel.key_syscalls import KEY_SYSCALLS
     from llmos.kernel.mem_syscalls import MEM_SYSCALLS
     from llmos.kernel.privacy import PRIVACY_SYSCALLS
+    from llmos.kernel.sysmon import SYSMON_SYSCALLS
     from llmos.kernel.toolloop import TOOL_LOOP_SYSCALLS
     from llmos.kernel.tools.mcp_syscalls import MCP_SYSCALLS
     from llmos.kernel.tools.tool_syscalls import TOOL_SYSCALLS
@@ -143,6 +148,7 @@ def _more() -> tuple[Syscall, ...]:
         *JOB_SYSCALLS,
         *KEY_SYSCALLS,
         *PRIVACY_SYSCALLS,
+        *SYSMON_SYSCALLS,
         *AGENT_SYSCALLS,
         *EXIT_SYSCALLS,
         *TOOL_LOOP_SYSCALLS,
@@ -167,6 +173,7 @@ TABLE: dict[str, Syscall] = {
         Syscall("proc.list", _proc_list, READERS, "processes the caller may see"),
         Syscall("proc.get", _proc_get, READERS, "one process"),
         Syscall("proc.kill", _proc_kill, ALL, "kill a process and its requests", True),
+        Syscall("proc.renice", _proc_renice, ALL, "change a process's priority", True),
         Syscall("sys.info", _sys_info, READERS, "kernel version, uptime, load"),
         Syscall("sys.devices", _sys_devices, READERS, "devices, slots, in-flight counters"),
         Syscall("sys.models", _sys_models, READERS, "models served"),

@@ -19,6 +19,7 @@ from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import AsyncJobsMixin
 from llmos.sdk._key import AsyncKeyMixin
 from llmos.sdk._mcp import AsyncMcpMixin
+from llmos.sdk._sysmon import AsyncSysmonMixin
 from llmos.sdk._tools import AsyncToolsMixin
 from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
@@ -30,6 +31,7 @@ class AsyncClient(
     AsyncJobsMixin,
     AsyncKeyMixin,
     AsyncMcpMixin,
+    AsyncSysmonMixin,
     AsyncToolsMixin,
 ):
     """`Client` for asyncio: the same constructor and methods, awaited; `stream`

@@ -18,11 +18,21 @@ from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import JobsMixin
 from llmos.sdk._key import KeyMixin
 from llmos.sdk._mcp import McpMixin
+from llmos.sdk._sysmon import SysmonMixin
 from llmos.sdk._tools import ToolsMixin
 from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
 
-class Client(AccessMixin, AgentsMixin, AppsMixin, JobsMixin, KeyMixin, McpMixin, ToolsMixin):
+class Client(
+    AccessMixin,
+    AgentsMixin,
+    AppsMixin,
+    JobsMixin,
+    KeyMixin,
+    McpMixin,
+    SysmonMixin,
+    ToolsMixin,
+):
     """A connection to one kernel. `url` defaults to $LLMOS_URL, then the local
     default; `token` to $LLMOS_TOKEN, then $LLMOS_HOME/admin-token. Every failure
     raises `ApiError` (`KernelUnreachable` if nothing answers). Close it, or use it

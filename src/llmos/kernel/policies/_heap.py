@@ -16,15 +16,22 @@ from llmos.kernel.request import Request
 class KeyedQueue:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Request]] = []
-        self._live: set[Request] = set()
+        # A waiting request -> the sequence number of its one current entry: a
+        # request removed and pushed again (renice, resume) leaves a stale entry
+        # behind, which must not count.
+        self._live: dict[Request, int] = {}
         self._seq = itertools.count()
 
     def push(self, key: float, req: Request) -> None:
-        heapq.heappush(self._heap, (key, next(self._seq), req))
-        self._live.add(req)
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (key, seq, req))
+        self._live[req] = seq
+
+    def _current(self, entry: tuple[float, int, Request]) -> bool:
+        return self._live.get(entry[2]) == entry[1]
 
     def _skip_dead(self) -> None:
-        while self._heap and self._heap[0][2] not in self._live:
+        while self._heap and not self._current(self._heap[0]):
             heapq.heappop(self._heap)
 
     def pop(self) -> Request | None:
@@ -32,7 +39,7 @@ class KeyedQueue:
         if not self._heap:
             return None
         req = heapq.heappop(self._heap)[2]
-        self._live.discard(req)
+        del self._live[req]
         return req
 
     def peek(self) -> Request | None:
@@ -44,11 +51,10 @@ class KeyedQueue:
         return self._heap[0][0] if self._heap else None
 
     def remove(self, req: Request) -> bool:
-        if req not in self._live:
+        if self._live.pop(req, None) is None:
             return False
-        self._live.discard(req)
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._live):
-            self._heap = [e for e in self._heap if e[2] in self._live]
+            self._heap = [e for e in self._heap if self._current(e)]
             heapq.heapify(self._heap)
         return True
 
@@ -56,7 +62,7 @@ class KeyedQueue:
         return len(self._live)
 
     def ordered(self) -> list[Request]:
-        return [e[2] for e in sorted(self._heap) if e[2] in self._live]
+        return [e[2] for e in sorted(self._heap) if self._current(e)]
 
 
 class KeyedPolicy(Policy):
