@@ -33,6 +33,9 @@ async def test_sample_counts_tokens_queue_latency_and_children(tmp_path: Path) -
         assert s.e2e_p95_s is not None and s.e2e_p95_s >= s.e2e_p50_s
         assert s.rss_bytes > 10 * 2**20 and s.children_rss_bytes > 1 * 2**20
         pid = reqs[0].pid
+        rows = kernel.store.telemetry(3)
+        assert {r["app"] for r in rows} == {"(implicit)"}
+        assert all(r["itl_s"] is not None and r["itl_s"] > 0 for r in rows)
         assert m.proc_rates[pid] > 0 and m.tokens_out(pid) == 60
         assert m.sample().finished == 0
         assert m.proc_rates[pid] == 0  # nothing more decoded

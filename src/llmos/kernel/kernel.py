@@ -32,6 +32,7 @@ from llmos.kernel.jobs import JobRunner
 from llmos.kernel.memory import MemoryStore
 from llmos.kernel.policies import SchedConfig
 from llmos.kernel.predictor import OutputPredictor
+from llmos.kernel.privacy import IMPLICIT_APP
 from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.kernel.ratelimit import RateLimiter
 from llmos.kernel.request import Request
@@ -304,6 +305,7 @@ class Kernel:
             session=str(proc.pid),
             matcher=StopMatcher(snapshot.params.stop),
             conversation=conversation,
+            app=IMPLICIT_APP if proc.implicit else proc.name,
         )
         req.features = self.predictor.features_of(req)
         proc.requests += 1

@@ -93,6 +93,22 @@ class Request:
     predicted_tokens: float | None = None  # sjf
     features: tuple[float, ...] | None = None  # the predictor's view at submission
     conversation: bool = False  # a kernel-kept conversation turn: store the reply
+    app: str = ""  # its process's name ("(implicit)" for implicit ones): telemetry, predictor
+    last_token_at: float | None = None
+    itl_total_s: float = 0.0  # time between consecutive tokens of one dispatch, summed
+    itl_gaps: int = 0
+
+    def tick(self, now: float) -> None:
+        """A token arrived: account the gap since the previous one of this dispatch."""
+        if self.segment_tokens and self.last_token_at is not None:
+            self.itl_total_s += now - self.last_token_at
+            self.itl_gaps += 1
+        self.last_token_at = now
+
+    @property
+    def itl_s(self) -> float | None:
+        """Mean inter-token latency (gaps while preempted are not counted)."""
+        return self.itl_total_s / self.itl_gaps if self.itl_gaps else None
 
     @property
     def prompt_tokens(self) -> int:

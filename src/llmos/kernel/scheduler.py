@@ -253,8 +253,9 @@ class Scheduler:
                     return self._flush(req, ReqState.FINISHED_LENGTH)
                 if req.snapshot.remaining <= 0:  # a device that overruns max_tokens
                     return self._flush(req, ReqState.FINISHED_LENGTH)
-                if req.first_token_at is None:
-                    req.first_token_at = time.monotonic()
+                now = time.monotonic()
+                req.first_token_at = req.first_token_at or now
+                req.tick(now)
                 req.snapshot.generated_ids.append(event.id)
                 self.decoded[dev.name] += 1
                 req.segment_tokens += 1

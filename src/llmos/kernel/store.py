@@ -81,7 +81,12 @@ TELEMETRY_COLUMNS = (
     "created_at",
     "preemptions",
     "session",
+    "app",
+    "itl_s",
 )
+
+# Telemetry columns a row may leave out (added after the first release).
+OPTIONAL: dict[str, Any] = {"preemptions": 0, "session": "", "app": "", "itl_s": None}
 
 # Columns added after the first release: (table, column, declaration).
 MIGRATIONS = (
@@ -91,6 +96,8 @@ MIGRATIONS = (
     ("processes", "memory_shared", "INTEGER NOT NULL DEFAULT 0"),
     ("telemetry", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
     ("telemetry", "session", "TEXT NOT NULL DEFAULT ''"),
+    ("telemetry", "app", "TEXT NOT NULL DEFAULT ''"),
+    ("telemetry", "itl_s", "REAL"),
     ("tokens", "name", "TEXT"),
     ("tokens", "expires_at", "REAL"),
     ("tokens", "caps", "TEXT"),
@@ -225,7 +232,7 @@ class Store:
 
     # -- telemetry -----------------------------------------------------------------
     def add_telemetry(self, row: dict[str, Any]) -> None:
-        values = tuple(row[c] for c in TELEMETRY_COLUMNS)
+        values = tuple(row[c] if c in row else OPTIONAL[c] for c in TELEMETRY_COLUMNS)
         marks = ", ".join("?" for _ in TELEMETRY_COLUMNS)
         self.db.execute(
             f"INSERT INTO telemetry ({', '.join(TELEMETRY_COLUMNS)}) VALUES ({marks})", values

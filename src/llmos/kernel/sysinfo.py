@@ -94,6 +94,8 @@ def telemetry_row(req: Request) -> dict[str, Any]:
         "created_at": req.created_wall,
         "preemptions": req.preemptions,
         "session": req.session,
+        "app": req.app,
+        "itl_s": req.itl_s,
     }
 
 
