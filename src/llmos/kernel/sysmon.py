@@ -72,7 +72,7 @@ class Sampler:
         self.history: deque[Sample] = deque(maxlen=max(2, int(history_s / interval_s)))
         self.me = psutil.Process()
         self._children: dict[int, psutil.Process] = {}
-        self._finished: list[Request] = []
+        self._finished: deque[Request] = deque(maxlen=100_000)  # since the last sample
         self._decoded = dict(kernel.scheduler.decoded)
         self._proc_tokens: dict[int, int] = {}  # pid -> tokens out at the last sample
         self.proc_rates: dict[int, float] = {}  # pid -> tokens/s over the last interval
@@ -136,7 +136,8 @@ class Sampler:
             self._proc_tokens[proc.pid] = total
         self._proc_tokens = {p: t for p, t in self._proc_tokens.items() if p in rates}
         self.proc_rates = rates
-        done, self._finished[:] = list(self._finished), []
+        done = list(self._finished)
+        self._finished.clear()
         ttft = [r.first_token_at - r.created_at for r in done if r.first_token_at is not None]
         e2e = [r.finished_at - r.created_at for r in done if r.finished_at is not None]
         errors = sum(r.finish_reason not in ("stop", "length") for r in done)
