@@ -67,6 +67,13 @@ class PayloadTooLarge(LlmosError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(LlmosError):
+    """An upload (audio, image) of a type llmos does not take."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Overloaded(LlmosError):
     """A bounded queue is full, or a process is at its concurrency quota: retry later."""
 
@@ -122,6 +129,15 @@ class Unavailable(LlmosError):
     status = 503
     type = "unavailable"
     code = "unavailable"
+
+
+class NotEnoughData(Unavailable):
+    """Asked for what needs more history than the kernel has yet (e.g. training
+    the predictor before enough requests finished): retry once there is more."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "not_enough_data"
 
 
 class Timeout(LlmosError):

@@ -23,6 +23,9 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 MAX_QUEUE = 4096  # waiting requests, all owners; more get 429 + Retry-After
 MAX_QUEUE_PER_OWNER = 1024  # waiting requests of one owner
 POLICY_NAMES = ("fair", "fifo", "mlfq", "priority", "rr", "sjf")  # kernel/policies/
+AUTOTUNE_MODES = ("off", "start", "online")  # device auto-tuning (kernel/tuner.py)
+TUNE_INTERVAL_S = 600.0  # autotune "online": a look at the live load this often
+ANOMALY_ACTIONS = ("alert", "throttle")  # what an anomaly does to its process (kernel/anomaly.py)
 DEFAULT_QUANTUM = 32  # rr's quantum and mlfq's base quantum, in generated tokens
 MAX_FILE_BYTES = 8 * 1024 * 1024  # one stored file; larger writes get 413
 FS_QUOTA_BYTES = 256 * 1024 * 1024  # per owner: the sum of its live files' sizes
@@ -89,6 +92,26 @@ MCP_START_TIMEOUT_S = 30.0  # an MCP server's handshake and tools/list must fini
 MCP_CALL_TIMEOUT_S = 120.0  # one MCP tool call; a slower one fails with 504
 APP_TIMEOUT_S = 900.0  # one /serving/process call, all its LLM requests included (then 504)
 APP_DATA_OWNER = "apps"  # the storage namespace holding the apps' shared data (seeded)
+# The learned predictor (kernel/predictor.py, kernel/learn.py).
+LEARN_INTERVAL_S = 300.0  # retrain this often if any request finished since the last training
+LEARN_EVERY_ROWS = 64  # ... and after this many finished requests (or 1/8 of the model's rows)
+LEARN_MIN_ROWS = 64  # finished requests before the first model; the heuristic answers till then
+LEARN_WINDOW_ROWS = 10_000  # the newest telemetry rows one training reads
+# Perception (kernel/perception.py): uploads, and the worker pool that reads them.
+MAX_IMAGE_BYTES = 6 * 1024 * 1024  # one image (OCR, a chat image part); more get 413
+MAX_AUDIO_BYTES = 8 * 1024 * 1024  # one audio upload; more get 413
+MAX_AUDIO_S = 300.0  # longer audio is refused (400) before it is transcribed
+MAX_SPEECH_CHARS = 4096  # text one speech call may speak (as OpenAI's API)
+MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height (a small PNG can claim more)
+TTS_TIMEOUT_S = 120.0  # one text-to-speech program run; a slower one is stopped (504)
+AUDIO_TYPES = ("audio/flac", "audio/mp4", "audio/mpeg", "audio/ogg", "audio/wav", "audio/webm")
+IMAGE_TYPES = ("image/bmp", "image/gif", "image/jpeg", "image/png", "image/webp")
+TTS_ENGINES = ("espeak", "piper")  # piper: the optional `piper` extra (GPL-3.0-or-later)
+PERCEPTION_WORKERS = 1  # threads that transcribe, read and speak (each uses `threads` cores)
+PERCEPTION_QUEUE = 8  # perception jobs admitted beyond the running ones; more get 429
+MAX_MEDIA_PARTS = 8  # image and audio parts in one chat request (kernel/media_parts.py)
+# What a device may declare it takes and makes (devices/base.py; kernel/capabilities.py).
+CAPABILITIES = ("text", "vision", "audio_in", "audio_out", "embeddings")
 
 
 def default_home() -> Path:
@@ -124,6 +147,13 @@ class Settings:
     # Device faults; validated by kernel/breaker.py's FaultConfig.
     health_interval_s: float = HEALTH_INTERVAL_S
     sample_interval_s: float = 2.0  # the system sampler's period (kernel/sysmon.py)
+    anomaly: bool = True  # watch processes for anomalies (kernel/anomaly.py) ...
+    anomaly_action: str = "throttle"  # ... and alert, or alert and throttle the process
+    learn_interval_s: float = LEARN_INTERVAL_S  # the predictor's retraining timer
+    # Auto-tuning of device settings (kernel/tuner.py): "off" (default, fast starts),
+    # "start" (one calibration at start), "online" (also every tune_interval_s).
+    autotune: str = "off"
+    tune_interval_s: float = TUNE_INTERVAL_S
     health_timeout_s: float = HEALTH_TIMEOUT_S
     breaker_threshold: int = BREAKER_THRESHOLD
     breaker_cooldown_s: float = BREAKER_COOLDOWN_S
@@ -136,6 +166,21 @@ class Settings:
     # Users, not only admins, may run agents (proc.exec). Off by default: an agent is
     # a program running as the kernel's OS user, who can read LLMOS_HOME.
     user_agents: bool = False
+    # Perception: speech to text, text in images, text to speech (kernel/perception.py).
+    stt_model: Path | None = None  # a faster-whisper model folder; None: tiny.en from its wheel
+    tts_engine: str = "espeak"
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    max_audio_bytes: int = MAX_AUDIO_BYTES
+    max_audio_s: float = MAX_AUDIO_S
+    max_speech_chars: int = MAX_SPEECH_CHARS
+    audio_types: tuple[str, ...] = AUDIO_TYPES  # MIME types an upload may have
+    image_types: tuple[str, ...] = IMAGE_TYPES
+    perception_workers: int = PERCEPTION_WORKERS
+    perception_queue: int = PERCEPTION_QUEUE
+    # Routing by capability (kernel/capabilities.py, kernel/media_parts.py).
+    mmproj: Path | None = None  # the embedded engine's projector (a VLM's): adds `vision`
+    device_capabilities: tuple[str, ...] | None = None  # of --device-url/mock; None: text
+    allow_media_fetch: bool = False  # image parts may be http(s) URLs, fetched by the device
 
     def validate(self) -> None:
         """Raise InvalidRequest naming the first bad setting."""
@@ -162,7 +207,25 @@ class Settings:
             raise InvalidRequest(
                 "sample_interval_s must be between 0.05 and 3600 seconds", param="sample_interval_s"
             )
+        if self.autotune not in AUTOTUNE_MODES:
+            modes = ", ".join(AUTOTUNE_MODES)
+            raise InvalidRequest(f"autotune must be one of {modes}", param="autotune")
+        if not 1 <= self.tune_interval_s <= 86400:
+            raise InvalidRequest(
+                "tune_interval_s must be between 1 and 86400 seconds", param="tune_interval_s"
+            )
+        if self.anomaly_action not in ANOMALY_ACTIONS:
+            raise InvalidRequest(
+                f"anomaly_action must be one of {', '.join(ANOMALY_ACTIONS)}",
+                param="anomaly_action",
+            )
+        if not 0.1 <= self.learn_interval_s <= 86400:
+            raise InvalidRequest(
+                "learn_interval_s must be between 0.1 and 86400 seconds", param="learn_interval_s"
+            )
         self._validate_limits()
+        self._validate_media()
+        self._validate_capabilities()
         if self.mock_device and (self.model_path is not None or self.device_url is not None):
             raise InvalidRequest("the mock device takes no model path or URL", param="device")
         if self.model_path is not None and self.device_url is not None:
@@ -205,6 +268,62 @@ class Settings:
             raise InvalidRequest(
                 "send_timeout_s must be more than 0 and at most 3600 seconds",
                 param="send_timeout_s",
+            )
+
+    def _validate_media(self) -> None:
+        for name, low, high in (
+            ("max_image_bytes", 1, 1 << 30),
+            ("max_audio_bytes", 1, 1 << 30),
+            ("max_audio_s", 1, 86400),
+            ("max_speech_chars", 1, 1_000_000),
+            ("perception_workers", 1, 64),
+            ("perception_queue", 0, 100_000),
+        ):
+            if not low <= getattr(self, name) <= high:
+                raise InvalidRequest(f"{name} must be between {low} and {high}", param=name)
+        if self.tts_engine not in TTS_ENGINES:
+            raise InvalidRequest(
+                f"unknown tts_engine {self.tts_engine!r}; choose one of {', '.join(TTS_ENGINES)}",
+                param="tts_engine",
+            )
+        for name, known in (("audio_types", AUDIO_TYPES), ("image_types", IMAGE_TYPES)):
+            unknown = sorted(set(getattr(self, name)) - set(known))
+            if unknown:
+                raise InvalidRequest(
+                    f"{name}: unsupported {', '.join(unknown)}; known: {', '.join(known)}",
+                    param=name,
+                )
+        if self.stt_model is not None and not (self.stt_model / "model.bin").is_file():
+            raise InvalidRequest(
+                f"stt_model must be a faster-whisper model folder (with model.bin): "
+                f"{self.stt_model}",
+                param="stt_model",
+            )
+
+    def _validate_capabilities(self) -> None:
+        embedded = not self.mock_device and self.device_url is None
+        if self.mmproj is not None and not embedded:
+            raise InvalidRequest("--mmproj is for the embedded engine only", param="mmproj")
+        if self.mmproj is not None and not self.mmproj.is_file():
+            raise InvalidRequest(f"mmproj file not found: {self.mmproj}", param="mmproj")
+        if self.device_capabilities is None:
+            return
+        if embedded:
+            raise InvalidRequest(
+                "the embedded engine's capabilities follow from its files (--mmproj adds "
+                "vision); --device-capabilities is for --device-url or the mock device",
+                param="device_capabilities",
+            )
+        unknown = sorted(set(self.device_capabilities) - set(CAPABILITIES))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown capability {unknown[0]!r}; choose from {', '.join(CAPABILITIES)}",
+                param="device_capabilities",
+            )
+        if "text" not in self.device_capabilities:
+            raise InvalidRequest(
+                "device_capabilities must include 'text' (every request needs it)",
+                param="device_capabilities",
             )
 
     @property

@@ -87,3 +87,4 @@ class DeviceInfo:
     healthy: bool
     in_flight: int
     details: dict[str, Any] = field(default_factory=dict)
+    capabilities: tuple[str, ...] = ("text",)  # devices/base.py's CAPABILITIES it has

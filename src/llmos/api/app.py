@@ -16,10 +16,14 @@ from llmos.api import (
     openapi,
     routes_access,
     routes_agents,
+    routes_alerts,
     routes_apps,
+    routes_ask,
+    routes_audio,
     routes_files,
     routes_jobs,
     routes_key,
+    routes_learn,
     routes_llm,
     routes_mcp,
     routes_memory,
@@ -27,6 +31,8 @@ from llmos.api import (
     routes_syscalls,
     routes_telemetry,
     routes_tools,
+    routes_tune,
+    routes_ui,
 )
 from llmos.api.metrics import Metrics
 from llmos.kernel import Kernel
@@ -64,10 +70,16 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_syscalls.router)
     app.include_router(routes_key.router)
     app.include_router(routes_telemetry.router)
+    app.include_router(routes_learn.router)  # /v1/learn: the predictor's stats, retraining
+    app.include_router(routes_alerts.router)  # /v1/alerts: anomaly alerts
+    app.include_router(routes_ask.router)  # /v1/ask: questions about the system
+    app.include_router(routes_tune.router)  # /v1/tune: device auto-tuning
     app.include_router(routes_tools.router)  # /v1/tools
     app.include_router(routes_agents.router)  # /v1/processes/exec, logs, signal, wait
     app.include_router(routes_apps.router)  # /serving: apps
     app.include_router(routes_mcp.router)
+    app.include_router(routes_audio.router)  # /v1/audio/*, /v1/images/ocr: perception
+    app.include_router(routes_ui.make_router())  # /ui: the web dashboard (static)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -108,7 +108,8 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if headers.get(b"content-type", b"").split(b";")[0].strip() != b"application/json":
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind not in (b"application/json", b"multipart/form-data"):  # uploads stay parts
             headers[b"content-type"] = b"application/json"
             scope = {**scope, "headers": list(headers.items())}
         length = headers.get(b"content-length")

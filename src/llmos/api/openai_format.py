@@ -217,8 +217,10 @@ class Renderer:
     def response(self, tokens: list[Token]) -> dict[str, Any]:
         req = self.req
         if self.buffered:
-            return reply_body(self.id, self.created, self.model, self.reply(), usage(req))
-        return completion_body(
+            return self._noted(
+                reply_body(self.id, self.created, self.model, self.reply(), usage(req))
+            )
+        body = completion_body(
             req.kind,
             self.id,
             self.created,
@@ -228,6 +230,13 @@ class Renderer:
             (tokens, self.k) if self.want_logprobs else None,
             usage(req),
         )
+        return self._noted(body)
+
+    def _noted(self, body: dict[str, Any]) -> dict[str, Any]:
+        """llmos's extension: what was done with image and audio parts (kernel/media_parts.py)."""
+        if self.req.media:
+            body["llmos"] = {"media": self.req.media}
+        return body
 
     # -- stream chunks -------------------------------------------------------------
     def _chunk(
@@ -254,7 +263,7 @@ class Renderer:
         if self.req.kind != "chat":
             return None
         delta = {"role": "assistant", "content": "", "refusal": None}
-        return self._chunk(delta, "", None, None, usage_field)
+        return self._noted(self._chunk(delta, "", None, None, usage_field))
 
     def delta_chunk(self, d: Delta, usage_field: bool) -> dict[str, Any]:
         logprobs = None

@@ -45,6 +45,7 @@ class ChatCompletion(_Open):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    llmos: dict[str, Any] | None = None  # {"media": [...]}: how image/audio parts were taken
 
 
 class CompletionChoice(_Open):
@@ -69,6 +70,7 @@ class Model(_Open):
     object: Literal["model"]
     created: int
     owned_by: str
+    capabilities: list[str] | None = None  # llmos: text, vision, audio_in, ... (its devices')
 
 
 class ModelList(_Open):

@@ -119,20 +119,31 @@ async def completions(
     return await serve_request(request, who, "llm.complete", body.kernel_args(), body.stream, usage)
 
 
-def _model(kernel: Kernel, info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": info["id"],
-        "object": "model",
-        "created": int(kernel.started_at),
-        "owned_by": "llmos",
-    }
+def _models(kernel: Kernel, infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One model object per id (sys.models has one row per device), with what the
+    devices serving it can take between them (`capabilities`, llmos's extension)."""
+    out: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        entry = out.setdefault(
+            info["id"],
+            {
+                "id": info["id"],
+                "object": "model",
+                "created": int(kernel.started_at),
+                "owned_by": "llmos",
+                "capabilities": [],
+            },
+        )
+        caps = entry["capabilities"]
+        caps.extend(c for c in info.get("capabilities", ()) if c not in caps)
+    return list(out.values())
 
 
 @router.get("/models", responses={200: {"model": ModelList}})
 async def models(request: Request, who: Caller = Depends(caller)) -> Any:
     kernel = kernel_of(request)
     infos = await kernel.call("sys.models", who)
-    return {"object": "list", "data": [_model(kernel, m) for m in infos]}
+    return {"object": "list", "data": _models(kernel, infos)}
 
 
 @router.get("/models/{model_id:path}", responses={200: {"model": Model}})
@@ -140,4 +151,4 @@ async def model(model_id: str, request: Request, who: Caller = Depends(caller)) 
     kernel = kernel_of(request)
     kernel.device_for(model_id)
     infos = await kernel.call("sys.models", who)
-    return next(_model(kernel, m) for m in infos if m["id"] == model_id)
+    return next(m for m in _models(kernel, infos) if m["id"] == model_id)

@@ -70,6 +70,32 @@ _TEXT_PART: JsonDict = {
     "required": ["type", "text"],
     "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
 }
+_MEDIA_PARTS: list[JsonDict] = [  # user messages only (kernel/media_parts.py)
+    {
+        "type": "object",
+        "required": ["type", "image_url"],
+        "properties": {
+            "type": {"const": "image_url"},
+            "image_url": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {"url": {"type": "string", "description": "a data: URL"}},
+            },
+        },
+    },
+    {
+        "type": "object",
+        "required": ["type", "input_audio"],
+        "properties": {
+            "type": {"const": "input_audio"},
+            "input_audio": {
+                "type": "object",
+                "required": ["data", "format"],
+                "properties": {"data": {"type": "string"}, "format": {"type": "string"}},
+            },
+        },
+    },
+]
 # For the OpenAPI schema only: the kernel checks messages itself, naming the field
 # (messages[i].role, messages[i].content[j]), which pydantic's errors would not.
 MESSAGES_DOC: JsonDict = {
@@ -82,7 +108,7 @@ MESSAGES_DOC: JsonDict = {
             "content": {
                 "anyOf": [
                     {"type": "string"},
-                    {"type": "array", "items": _TEXT_PART},
+                    {"type": "array", "items": {"anyOf": [_TEXT_PART, *_MEDIA_PARTS]}},
                     {"type": "null"},
                 ]
             },
@@ -115,6 +141,15 @@ TOOL_CHOICE_DOC: JsonDict = {
 }
 
 
+class LlmosOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    media: Literal["auto", "native", "convert"] = Field(
+        default="auto",
+        description="image/audio parts: to a device that takes them, else converted "
+        "(OCR, transcript) (auto); only to such a device, else 400 (native); converted",
+    )
+
+
 class ChatRequest(_Sampling):
     messages: list[dict[str, Any]] = Field(min_length=1, json_schema_extra=MESSAGES_DOC)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -130,10 +165,14 @@ class ChatRequest(_Sampling):
     # llmos's extension: the kernel runs calls of its registered tools and answers
     # when the model does (the `llm.chat_tools` syscall, kernel/toolloop.py).
     llmos_execute_tools: bool = False
+    # llmos's extension: how image and audio parts are taken (kernel/media_parts.py).
+    llmos: LlmosOptions | None = None
 
     def kernel_args(self) -> dict[str, Any]:
         args = super().kernel_args()
         args["messages"] = self.messages
+        if self.llmos is not None:
+            args["media"] = self.llmos.media
         args["max_tokens"] = self.max_completion_tokens or self.max_tokens
         args["logprobs"] = self.logprobs
         args["top_logprobs"] = self.top_logprobs if self.logprobs else 0

@@ -20,6 +20,7 @@ def _announce(kernel: Kernel, settings: Settings) -> None:
     scheme = "https" if settings.tls_cert else "http"
     url = f"{scheme}://{settings.host}:{settings.port}"
     print(f"llmos kernel ready at {url}  (models: {', '.join(kernel.models())})", flush=True)
+    print(f"dashboard: {url}/ui/", flush=True)
     if kernel.admin_token:
         print(f"admin token (shown once, saved to {kernel.admin_token_path}):", flush=True)
         print(f"  {kernel.admin_token}", flush=True)

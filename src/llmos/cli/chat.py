@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from llmos.cli._shared import TokenOption, UrlOption, connect, echo_stream
+from llmos.cli._shared import EXIT_USAGE, TokenOption, UrlOption, connect, echo_stream, fail
+from llmos.cli.audio import media_parts
 
 
 def chat(
-    text: Annotated[str, typer.Argument(help="The message; `-` reads it from stdin.")],
+    text: Annotated[str, typer.Argument(help="The message; `-` reads it from stdin.")] = "",
     model: Annotated[
         str | None,
         typer.Option(help="Model id. Default: the kernel's first model.", show_default=False),
@@ -19,6 +21,12 @@ def chat(
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     system: Annotated[str | None, typer.Option(help="A system message to send first.")] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="An audio file sent with the message (input_audio).")
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="An image sent with the message (image_url).")
+    ] = None,
     stream: Annotated[
         bool, typer.Option("--stream/--no-stream", help="Print the reply as it is generated.")
     ] = True,
@@ -31,7 +39,11 @@ def chat(
     messages: list[dict[str, Any]] = []
     if system:
         messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": text})
+    parts = media_parts(audio, image)
+    if not text and not parts:
+        fail("give a message, --audio FILE or --image FILE", EXIT_USAGE)
+    content = [*([{"type": "text", "text": text}] if text else []), *parts] if parts else text
+    messages.append({"role": "user", "content": content})
     options: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,

@@ -7,18 +7,24 @@ import typer
 from llmos.cli import (
     access,
     agents,
+    alerts,
     apps,
+    ask,
+    audio,
     chat,
     conv,
     fs,
     jobs,
     key,
+    learn,
     mcp,
     mem,
     sched,
     sh,
     tables,
     tools,
+    top,
+    tune,
     up,
 )
 
@@ -40,7 +46,11 @@ def build_app() -> typer.Typer:
     app.command("spawn")(tables.spawn)
     app.command("kill")(tables.kill)
     app.command("renice")(tables.renice)
+    app.command("top")(top.top)
+    app.command("ask")(ask.ask)  # questions about the system, answered from its figures
+    app.add_typer(alerts.build(), name="alerts")  # anomaly alerts; `alerts clear ID`
     agents.register(app)  # run, logs, wait, suspend, resume
+    audio.register(app)  # transcribe, say, ocr
     app.command("info")(tables.info)
     app.command("devices")(tables.devices)
     app.command("sched")(sched.sched)
@@ -57,6 +67,8 @@ def build_app() -> typer.Typer:
     app.add_typer(access.build_audit(), name="audit")
     app.add_typer(key.build_key(), name="key")
     app.add_typer(key.build_telemetry(), name="telemetry")
+    app.add_typer(learn.build(), name="learn")
+    app.add_typer(tune.build(), name="tune")  # `llmos tune [--dry-run]`, `tune history`
     return app
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.text import Text
 
 from llmos.cli._shared import EXIT_ERROR, EXIT_USAGE, TokenOption, UrlOption, connect, console
+from llmos.cli.audio import read_media
 from llmos.sdk import ApiError
 from llmos.shell.plan import Plan, ShellError
 from llmos.shell.render import plan_view, result_view, step_line
@@ -63,6 +64,9 @@ def sh(
         str | None,
         typer.Option(help="Model that plans. Default: the kernel's first.", show_default=False),
     ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="A spoken command: transcribed, then run as if typed.")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -71,8 +75,17 @@ def sh(
     sentence = None if words is None else " ".join(words)
     if sentence is not None and not sentence.strip():
         _fail(opts, 'say what to do, e.g. llmos sh "list processes"', EXIT_USAGE)
+    if audio is not None and sentence is not None:
+        _fail(opts, "give a sentence or --audio FILE, not both", EXIT_USAGE)
     with connect(url, token) as client:
         shell = Shell(client, use_model=not no_model, model=model)
+        if audio is not None:  # speech to text, then the sentence as if it were typed
+            read_media(audio, "audio")
+            sentence = client.transcribe(audio)["text"].strip()
+            if not sentence:
+                _fail(opts, f"heard no words in {audio}", EXIT_ERROR)
+            if not as_json:
+                console().print(Text(f"heard: {sentence}", style="dim"))
         if sentence is not None:
             code = run_sentence(shell, sentence, opts)
             if code:

@@ -25,10 +25,16 @@ def ps(
     all_: Annotated[
         bool, typer.Option("--all", "-a", help="Include processes that have exited or been killed.")
     ] = False,
+    devices_: Annotated[
+        bool, typer.Option("--devices", help="List the devices and their capabilities instead.")
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """List processes (live ones unless --all)."""
+    """List processes (live ones unless --all), or the devices (--devices)."""
+    if devices_:
+        devices(url, token)
+        return
     with connect(url, token) as client:
         procs = client.processes()
     if not all_:
@@ -164,6 +170,7 @@ _DEVICE_COLUMNS: list[tuple[str, str]] = [
     ("RUN", "running"),
     ("PEAK", "peak_running"),
     ("WAIT", "waiting"),
+    ("CAPABILITIES", "capabilities"),
 ]
 
 
@@ -173,7 +180,7 @@ def devices(url: UrlOption = None, token: TokenOption = None) -> None:
         rows: list[dict[str, Any]] = client.devices()
     table = Table(box=None, header_style="bold", pad_edge=False)
     for title, key in _DEVICE_COLUMNS:
-        numeric = key not in ("name", "kind", "model", "healthy", "breaker")
+        numeric = key not in ("name", "kind", "model", "capabilities", "healthy", "breaker")
         table.add_column(title, justify="right" if numeric else "left", no_wrap=True)
     for d in rows:
         healthy = d.get("healthy")

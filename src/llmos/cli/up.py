@@ -36,6 +36,23 @@ def up(
             show_default=False,
         ),
     ] = None,
+    mmproj: Annotated[
+        Path | None,
+        typer.Option(help="The --model VLM's projector GGUF: the engine takes images (vision)."),
+    ] = None,
+    device_capabilities: Annotated[
+        str | None,
+        typer.Option(
+            help="What --device-url (or the mock) takes, comma-separated: text, vision,"
+            " audio_in, audio_out, embeddings. Default: text."
+        ),
+    ] = None,
+    allow_media_fetch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-media-fetch", help="Let image parts be http(s) URLs, for a vision device."
+        ),
+    ] = False,
     device_url: Annotated[
         str | None,
         typer.Option(help="An OpenAI-compatible server to use instead of an embedded engine."),
@@ -97,6 +114,27 @@ def up(
             " OS user, who can read the state directory: only for users you trust."
         ),
     ] = False,
+    anomaly: Annotated[
+        bool, typer.Option(help="Watch processes for anomalies (token rate, errors, loops).")
+    ] = True,
+    anomaly_action: Annotated[
+        str,
+        typer.Option(help="On an anomaly: 'alert', or 'throttle' (alert and slow it down)."),
+    ] = "throttle",
+    autotune: Annotated[
+        str,
+        typer.Option(
+            help="Tune the device's slots, context and batch by measuring it: 'off', 'start'"
+            " (a calibration of up to 60 s at start) or 'online' (also as the load changes)."
+        ),
+    ] = "off",
+    stt_model: Annotated[
+        Path | None,
+        typer.Option(help="A faster-whisper model folder for speech to text. Default: tiny.en."),
+    ] = None,
+    tts_engine: Annotated[
+        str, typer.Option(help="Text to speech: 'espeak' (espeak-ng) or 'piper' (the extra).")
+    ] = "espeak",
 ) -> None:
     """Start the llmos kernel and serve its HTTP API (blocks until Ctrl-C)."""
     given: dict[str, Any] = {"home": home, "threads": threads}
@@ -106,6 +144,13 @@ def up(
         host=host,
         port=port,
         model_path=model,
+        mmproj=mmproj,
+        device_capabilities=(
+            tuple(c.strip() for c in device_capabilities.split(",") if c.strip())
+            if device_capabilities is not None
+            else None
+        ),
+        allow_media_fetch=allow_media_fetch,
         device_url=device_url,
         device_api_key=device_api_key,
         model_name=model_name,
@@ -122,6 +167,11 @@ def up(
         tls_cert=tls_cert,
         tls_key=tls_key,
         user_agents=user_agents,
+        anomaly=anomaly,
+        anomaly_action=anomaly_action,
+        autotune=autotune,
+        stt_model=stt_model,
+        tts_engine=tts_engine,
         **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
     )
     try:

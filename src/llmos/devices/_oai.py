@@ -1,5 +1,6 @@
 """Shared by the llama.cpp drivers: the request body for a token-id completion and the
-parsing of OpenAI-style completion chunks (with logprobs, which carry token ids)."""
+parsing of OpenAI-style completion chunks (with logprobs, which carry token ids); and
+the same for a chat handed over whole as messages (text pieces, no ids)."""
 
 from __future__ import annotations
 
@@ -110,4 +111,44 @@ def parse_chunk(chunk: dict[str, Any]) -> list[DeviceEvent]:
                     cached_tokens=int(timings.get("cache_n", details.get("cached_tokens", 0))),
                 )
             )
+    return events
+
+
+def chat_body(snapshot: Snapshot, model: str | None = None) -> dict[str, Any]:
+    """A streaming /v1/chat/completions body for a chat handed over whole (a device
+    without token ids, or one given image or audio parts): not resumable."""
+    p = snapshot.params
+    body: dict[str, Any] = {
+        "messages": snapshot.messages or [],
+        "max_tokens": snapshot.budget,
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if model is not None:
+        body["model"] = model
+    if p.seed is not None:
+        body["seed"] = p.seed
+    if p.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": p.json_schema},
+        }
+    return body
+
+
+def parse_chat_chunk(chunk: dict[str, Any]) -> list[DeviceEvent]:
+    """Text pieces (no token ids) in one chat.completion.chunk, then Finished if it
+    ends the generation."""
+    raise_for_error(chunk)
+    events: list[DeviceEvent] = []
+    for choice in chunk.get("choices") or []:
+        text = (choice.get("delta") or {}).get("content") or ""
+        if text:
+            events.append(Token(id=-1, text=text, piece=text))
+        if choice.get("finish_reason"):
+            usage = chunk.get("usage") or {}
+            reason = "length" if choice["finish_reason"] == "length" else "stop"
+            events.append(Finished(reason, prompt_tokens=int(usage.get("prompt_tokens", 0))))
     return events

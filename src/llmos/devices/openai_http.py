@@ -6,20 +6,29 @@ Two modes, chosen by probing at start:
   back in logprobs, so generations can be stopped and resumed exactly;
 - text mode otherwise: chat goes to `/v1/chat/completions` as messages and tokens
   are text pieces without ids (counted, not resumable).
+A chat with image or audio parts (a server with a VLM: `capabilities` says so) goes
+as messages to `/v1/chat/completions` in either mode, the parts unchanged.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import httpx
 
-from llmos.devices._oai import completion_body, parse_chunk, raise_for_error
+from llmos.devices._engine_metrics import EngineProbe
+from llmos.devices._oai import (
+    chat_body,
+    completion_body,
+    parse_chat_chunk,
+    parse_chunk,
+    raise_for_error,
+)
 from llmos.devices.base import Device
 from llmos.errors import DeviceError, InvalidRequest, LlmosError
-from llmos.types import DeviceEvent, Finished, Snapshot, Token
+from llmos.types import DeviceEvent, Finished, Snapshot
 
 # HTTP statuses that blame the request, not the server: they fail the request at once
 # instead of counting against the device (kernel/breaker.py).
@@ -40,8 +49,15 @@ class OpenAIHttpDevice(Device):
         ctx: int = 2048,
         timeout: float = 600.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        capabilities: Iterable[str] = ("text",),
     ) -> None:
-        super().__init__(name=name, model=model or "", slots=slots, context_length=ctx)
+        super().__init__(
+            name=name,
+            model=model or "",
+            slots=slots,
+            context_length=ctx,
+            capabilities=capabilities,
+        )
         base = url.rstrip("/")
         self.v1 = base if base.endswith("/v1") else base + "/v1"
         self.root = self.v1[: -len("/v1")]
@@ -53,6 +69,7 @@ class OpenAIHttpDevice(Device):
         self._slots_given = slots
         self._ctx_given = ctx
         self._closed = False
+        self._probe = EngineProbe(self._http, self.root)  # llama-server's, vLLM's /metrics
 
     def _check_open(self) -> None:
         if self._closed:
@@ -149,21 +166,25 @@ class OpenAIHttpDevice(Device):
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return str(await self._post("/apply-template", {"messages": messages}, "prompt"))
 
+    async def engine_metrics(self) -> dict[str, float]:
+        return {} if self._closed else await self._probe.read()
+
     def details(self) -> dict[str, Any]:
         return {"url": self.v1, "token_ids": self.token_ids}
 
     async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
         self._check_open()
-        if self.token_ids:
+        ids = self.token_ids and snapshot.messages is None
+        if ids:
             path, body = "/completions", completion_body(snapshot, self.model)
         else:
-            path, body = "/chat/completions", self._chat_body(snapshot)
+            path, body = "/chat/completions", chat_body(snapshot, self.model)
         self.in_flight += 1
         try:
             async with self._http.stream("POST", self.v1 + path, json=body) as r:
                 if r.status_code >= 400:
                     raise await self._refusal(r)
-                async for event in self._events(r):
+                async for event in self._events(r, ids):
                     yield event
                     if isinstance(event, Finished):
                         return
@@ -195,7 +216,7 @@ class OpenAIHttpDevice(Device):
             return InvalidRequest(f"engine rejected the request (HTTP {r.status_code})")
         return DeviceError(f"engine answered HTTP {r.status_code}: {raw[:200]!r}")
 
-    async def _events(self, r: httpx.Response) -> AsyncGenerator[DeviceEvent, None]:
+    async def _events(self, r: httpx.Response, ids: bool) -> AsyncGenerator[DeviceEvent, None]:
         # Text mode: OpenAI-style servers send usage in a chunk after the finish_reason
         # (stream_options.include_usage), so the Finished waits for it or the stream end.
         # A stream that ends with neither [DONE] nor a finish_reason was cut: a failure.
@@ -214,11 +235,11 @@ class OpenAIHttpDevice(Device):
                 raise DeviceError(f"stream from {self.v1} sent bad JSON: {data[:200]!r}") from e
             if not isinstance(chunk, dict):
                 raise DeviceError(f"stream from {self.v1} sent a non-object: {data[:200]!r}")
-            if self.token_ids:
+            if ids:
                 for event in parse_chunk(chunk):
                     yield event
                 continue
-            for event in self._text_events(chunk):
+            for event in parse_chat_chunk(chunk):
                 if isinstance(event, Finished):
                     pending = event
                 else:
@@ -236,37 +257,3 @@ class OpenAIHttpDevice(Device):
             yield pending
         elif not done:
             raise DeviceError(f"stream from {self.v1} ended before the generation finished")
-
-    def _chat_body(self, snapshot: Snapshot) -> dict[str, Any]:
-        p = snapshot.params
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": snapshot.messages or [],
-            "max_tokens": snapshot.budget,
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if p.seed is not None:
-            body["seed"] = p.seed
-        if p.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": p.json_schema},
-            }
-        return body
-
-    @staticmethod
-    def _text_events(chunk: dict[str, Any]) -> list[DeviceEvent]:
-        raise_for_error(chunk)
-        events: list[DeviceEvent] = []
-        for choice in chunk.get("choices") or []:
-            text = (choice.get("delta") or {}).get("content") or ""
-            if text:
-                events.append(Token(id=-1, text=text, piece=text))
-            if choice.get("finish_reason"):
-                usage = chunk.get("usage") or {}
-                reason = "length" if choice["finish_reason"] == "length" else "stop"
-                events.append(Finished(reason, prompt_tokens=int(usage.get("prompt_tokens", 0))))
-        return events

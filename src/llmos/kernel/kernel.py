@@ -17,10 +17,11 @@ from typing import Any
 from llmos.devices.base import Device
 from llmos.devices.embeddings import LazyEmbedder
 from llmos.errors import Forbidden, Hidden, InvalidRequest, Killed, NotFound, Unauthorized
-from llmos.kernel import access, key_syscalls, prompts, sysinfo
+from llmos.kernel import access, capabilities, key_syscalls, media_parts, prompts, sysinfo
 from llmos.kernel.acl import Shares
 from llmos.kernel.admission import Admission
 from llmos.kernel.agents import Agents
+from llmos.kernel.anomaly import Anomalies
 from llmos.kernel.audit import AuditLog
 from llmos.kernel.breaker import FaultConfig
 from llmos.kernel.capability import Capability
@@ -30,8 +31,9 @@ from llmos.kernel.deadline import Deadlines
 from llmos.kernel.health import HealthMonitor
 from llmos.kernel.jobs import JobRunner
 from llmos.kernel.memory import MemoryStore
+from llmos.kernel.perception import Perception
 from llmos.kernel.policies import SchedConfig
-from llmos.kernel.predictor import OutputPredictor
+from llmos.kernel.predictor import Predictor
 from llmos.kernel.privacy import IMPLICIT_APP
 from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.kernel.ratelimit import RateLimiter
@@ -45,6 +47,7 @@ from llmos.kernel.tokens import Caller, TokenStore
 from llmos.kernel.tools import ToolRegistry
 from llmos.kernel.tools.builtins import register_builtins
 from llmos.kernel.tools.mcp_servers import McpServers
+from llmos.kernel.tuner import Tuner
 from llmos.kernel.users import Users
 from llmos.params import DEFAULT_PRIORITY, MAX_NAME_LEN, MAX_PRIORITY, Settings
 from llmos.types import Snapshot
@@ -72,14 +75,21 @@ class Kernel:
             self.procs.restore(proc)
         self.memory = MemoryStore(self.store.db, LazyEmbedder(), self.keys)
         self.conversations = Conversations(self.store.db, self.memory)
-        self.predictor = OutputPredictor()
+        self.predictor = Predictor(  # output tokens (sjf) and slot time (admission)
+            self.store,
+            interval_s=settings.learn_interval_s,
+            inflight=lambda: sum(map(len, self.live.values())),
+        )
         config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
         hooks = Hooks(self._on_start, self._on_yield, self._on_finish)
         faults = FaultConfig.from_settings(settings)
         self.scheduler = Scheduler(devices, settings.policy, config, hooks, faults)
         self.health = HealthMonitor(self.scheduler)
         self.admission = Admission(
-            settings.max_queue, settings.max_queue_per_owner, sum(d.slots for d in devices)
+            settings.max_queue,
+            settings.max_queue_per_owner,
+            sum(d.slots for d in devices),
+            self.predictor,
         )
         self._background: set[asyncio.Task[None]] = set()
         self.live: dict[int, set[Request]] = {}  # pid -> its unfinished requests
@@ -93,6 +103,9 @@ class Kernel:
         self.agents = Agents(self)  # programs run as processes (proc.exec)
         self.mcp = McpServers(self)  # attached MCP servers (their tools are in self.tools)
         self.sysmon = Sampler(self, settings.sample_interval_s)  # resources, rates, history
+        self.tuner = Tuner(self)  # device settings, measured and recorded (tune.run)
+        self.anomalies = Anomalies(self)  # per-process anomaly alerts and throttles
+        self.perception = Perception(settings, self.store.db)  # speech, OCR; lazy drivers
         self.started_at = time.time()
         self.admin_token: str | None = None  # set only when generated at this start
 
@@ -102,12 +115,12 @@ class Kernel:
         self.health.start()
         self._ensure_admin()
         key_syscalls.start_sweep(self)  # finish a key rotation a restart cut short
-        rows = self.store.telemetry_since(5000)
-        await self.predictor.load(rows)
+        await self.predictor.start()  # stored models, or trained from telemetry
         self.jobs.start()
         self.agents.recover()  # programs a crashed kernel left behind are over
         self.mcp.start()  # attached MCP servers come up in the background
         self.sysmon.start()
+        self.tuner.start()  # autotune "start"/"online": a calibration in the background
 
     def _ensure_admin(self) -> None:
         """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
@@ -131,18 +144,20 @@ class Kernel:
         return self.settings.home / "admin-token"
 
     async def stop(self) -> None:
+        for task in list(self._background):  # key sweeps etc.: resumed at the next start
+            task.cancel()
         await self.agents.stop()  # their programs are terminated, their ends recorded
         await self.jobs.stop()  # running jobs go back to the journal's queue
         await self.mcp.stop()
+        await self.tuner.stop()  # a tuning cut short puts the old settings back
         await self.sysmon.stop()
+        self.perception.stop()
         await self.health.stop()
-        for task in list(self._background):
-            task.cancel()
         for req in self.scheduler.waiting():
             self.scheduler.cancel(req, Killed("the kernel is shutting down"))
         await self.scheduler.drain()
         await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
-        await asyncio.to_thread(self.predictor.close)
+        await self.predictor.stop()
         self.store.close()
 
     def authenticate(self, token: str | None) -> Caller:
@@ -163,13 +178,14 @@ class Kernel:
     def models(self) -> list[str]:
         return sorted({d.model for d in self.devices})
 
-    def device_for(self, model: Any) -> Device:
+    def device_for(self, model: Any, needs: frozenset[str] = capabilities.TEXT_ONLY) -> Device:
+        """The device a request for `model` is built for (it tokenizes the prompt) and
+        whose route it waits on: one with every capability in `needs`, up if any."""
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model is required", param="model")
         serving = [d for d in self.devices if d.model == model]
-        if serving:  # one whose circuit is closed, if any (it tokenizes the prompt)
-            up = [d for d in serving if self.scheduler.breakers.allows(d.name)]
-            return (up or serving)[0]
+        if serving:
+            return capabilities.pick(model, serving, needs, self.scheduler)
         raise NotFound(
             f"model {model!r} does not exist; available: {', '.join(self.models())}",
             param="model",
@@ -277,6 +293,8 @@ class Kernel:
 
     # -- LLM requests --------------------------------------------------------------
     async def submit(self, caller: Caller, kind: str, args: dict[str, Any]) -> Request:
+        if kind == "chat" and media_parts.has_parts(args.get("messages")):
+            return await media_parts.submit(self, caller, args)  # image, audio parts
         dev = self.device_for(args.get("model"))
         build = prompts.chat_snapshot if kind == "chat" else prompts.completion_snapshot
         snapshot = await build(dev, args)
@@ -299,6 +317,7 @@ class Kernel:
             pid=proc.pid,
             owner=proc.owner,
             model=dev.model,
+            route=self.scheduler.routes[dev.name],
             kind=kind,
             snapshot=snapshot,
             priority=proc.priority,
@@ -356,11 +375,7 @@ class Kernel:
         if req.finish_reason in ("stop", "length"):
             if req.conversation:
                 self.conversations.record_reply(req.pid, req.text, req.output_tokens)
-            self.predictor.observe_request(req)
-            if self.predictor.due():
-                task = asyncio.get_running_loop().create_task(self.predictor.maybe_retrain())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            self.predictor.observe_request(req)  # retrains in the background when due
         for listener in self.listeners:
             try:
                 listener(req)

@@ -15,16 +15,25 @@ from llmos.types import SamplingParams, Snapshot
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
-def _text_of(content: Any, where: str) -> str:
-    """Message content is a string or a list of text parts (OpenAI's two forms)."""
+MEDIA_PARTS = frozenset({"image_url", "input_audio"})  # checked by media_parts.py
+
+
+def _text_of(content: Any, where: str, media: bool = False) -> str | list[dict[str, Any]]:
+    """Message content is a string or a list of text parts (OpenAI's two forms). With
+    `media` (a chat handed to a device that takes them) image and audio parts stay,
+    and content holding any stays a list of parts."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = []
+        texts, parts = [], []
         for i, part in enumerate(content):
+            if media and isinstance(part, dict) and part.get("type") in MEDIA_PARTS:
+                parts.append(part)
+                continue
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise InvalidRequest(
-                    "only text content parts are supported by this model",
+                    "only text content parts are taken here (image and audio parts are "
+                    "taken by a plain chat completion, llm.chat)",
                     param=f"{where}.content[{i}]",
                 )
             text = part.get("text")
@@ -33,13 +42,14 @@ def _text_of(content: Any, where: str) -> str:
                     "text part needs a string 'text'", param=f"{where}.content[{i}]"
                 )
             texts.append(text)
-        return "".join(texts)
+            parts.append({"type": "text", "text": text})
+        return parts if len(parts) > len(texts) else "".join(texts)
     if content is None:
         return ""
     raise InvalidRequest("content must be a string or a list of parts", param=f"{where}.content")
 
 
-def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+def normalize_messages(messages: Any, media: bool = False) -> list[dict[str, Any]]:
     if not isinstance(messages, list):
         raise InvalidRequest("messages must be a list", param="messages")
     if not messages:
@@ -59,7 +69,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             )
         msg: dict[str, Any] = {
             "role": "system" if role == "developer" else role,
-            "content": _text_of(m.get("content"), where),
+            "content": _text_of(m.get("content"), where, media),
         }
         if role == "assistant" and m.get("tool_calls") is not None:
             made = toolcalls.history_calls(m["tool_calls"], f"{where}.tool_calls")
@@ -151,11 +161,13 @@ def _tool_args(args: dict[str, Any], plan: toolcalls.ToolPlan | None) -> dict[st
     return {**args, "json_schema": plan.schema()}
 
 
-async def chat_snapshot(dev: Device, args: dict[str, Any]) -> Snapshot:
+async def chat_snapshot(dev: Device, args: dict[str, Any], native: bool = False) -> Snapshot:
+    """`native`: image and audio parts go to the device as they are, so the chat is
+    handed over whole as messages (no token ids: it cannot be resumed)."""
     plan = toolcalls.plan_of(args)
-    normalized = normalize_messages(args.get("messages"))
+    normalized = normalize_messages(args.get("messages"), media=native)
     args = _tool_args(args, plan)
-    if not getattr(dev, "token_ids", True):
+    if native or not getattr(dev, "token_ids", True):
         messages = toolcalls.plain_messages(normalized, plan, tool_role=False)
         max_tokens = budget(0, args.get("max_tokens"), dev.context_length, "messages")
         return Snapshot([], sampling(args, max_tokens), messages=messages)

@@ -7,6 +7,7 @@ import enum
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmos.errors import LlmosError
 from llmos.kernel.stops import StopMatcher
@@ -97,6 +98,11 @@ class Request:
     last_token_at: float | None = None
     itl_total_s: float = 0.0  # time between consecutive tokens of one dispatch, summed
     itl_gaps: int = 0
+    route: str = ""  # its run queue (capabilities.routes): "" means its model's
+    media: list[dict[str, Any]] | None = None  # how its image/audio parts were taken
+
+    def __post_init__(self) -> None:
+        self.route = self.route or self.model
 
     def tick(self, now: float) -> None:
         """A token arrived: account the gap since the previous one of this dispatch."""

@@ -6,8 +6,9 @@ Invariants:
 - a request leaves its slot only when the device's generation has closed, so the
   next one dispatched there never waits inside the engine;
 - a context switch happens only at a token boundary: the snapshot (prompt ids +
-  generated ids + sampling parameters) resumes on any slot of a device serving the
-  same model, so with greedy sampling the output is the same as without the switch;
+  generated ids + sampling parameters) resumes on any slot of a device on the same
+  route (the same model and capabilities: capabilities.py, one run queue each), so
+  with greedy sampling the output is the same as without the switch;
 - a device failure is a context switch nobody asked for: the request goes back on the
   run queue with its snapshot (within its retry budget) and nothing is dispatched to
   the device until its circuit breaker (breaker.py) closes again;
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 from llmos.devices.base import Device
 from llmos.errors import DeviceError, Killed, LlmosError, Unavailable
+from llmos.kernel import capabilities
 from llmos.kernel.breaker import Breakers, FaultConfig
 from llmos.kernel.parking import ParkingLot
 from llmos.kernel.policies import Policy, SchedConfig, make_policy
@@ -72,13 +74,17 @@ class Scheduler:
         self.faults = faults or FaultConfig()
         self.breakers = Breakers((d.name for d in devices), self.faults)
         self.policy_name = policy
-        self._queues: dict[str, Policy] = {d.model: make_policy(policy, config) for d in devices}
+        self.routes = capabilities.routes(devices)  # device name -> its run queue's key
+        self._queues: dict[str, Policy] = {
+            self.routes[d.name]: make_policy(policy, config) for d in devices
+        }
         self.running: dict[str, set[Request]] = {d.name: set() for d in devices}
         self.peak_running: dict[str, int] = {d.name: 0 for d in devices}
         self.dispatched: dict[str, int] = {d.name: 0 for d in devices}
         self.decoded: dict[str, int] = {d.name: 0 for d in devices}  # tokens, ever
         self.stats = SwitchStats()
         self.parking = ParkingLot()  # suspended processes' requests: never dispatched
+        self.paused: set[str] = set()  # devices being reconfigured (tuner.py): no dispatch
         self._tasks: dict[Request, asyncio.Task[ReqState]] = {}
         self._abort: dict[Request, LlmosError] = {}
         self._preempting: set[Request] = set()  # cancelled before their first token
@@ -86,8 +92,9 @@ class Scheduler:
         self.decision_ns = 0  # time spent in them
 
     # -- queries -------------------------------------------------------------------
-    def queue(self, model: str) -> Policy:
-        return self._queues[model]
+    def queue(self, route: str) -> Policy:
+        """The run queue of a route: a model's id, for a model served one way."""
+        return self._queues[route]
 
     def num_waiting(self) -> int:
         return sum(len(q) for q in self._queues.values()) + len(self.parking)
@@ -102,7 +109,7 @@ class Scheduler:
     def submit(self, req: Request) -> None:
         req.enqueued_at = time.monotonic()
         if not self.parking.hold(req):
-            self._queues[req.model].push(req)
+            self._queues[req.route].push(req)
         self.schedule()
 
     def reprioritize(self, pid: int, priority: int) -> None:
@@ -141,7 +148,7 @@ class Scheduler:
 
     def _unqueue(self, req: Request, state: ReqState, error: LlmosError) -> bool:
         """End a waiting request; False if it was not on the run queue."""
-        queue = self._queues[req.model]
+        queue = self._queues[req.route]
         if not queue.remove(req) and not self.parking.take(req):
             return False
         queue.on_finish(req, False)
@@ -178,7 +185,7 @@ class Scheduler:
         """Its parked requests become runnable again, in their order."""
         for req in self.parking.release(pid):
             req.enqueued_at = time.monotonic()  # time parked earns no aging
-            self._queues[req.model].push(req)
+            self._queues[req.route].push(req)
         self.schedule()
 
     def schedule(self) -> None:
@@ -186,9 +193,9 @@ class Scheduler:
         t0 = time.perf_counter_ns()
         acted = False
         for dev in self.devices:
-            if not self.breakers.allows(dev.name):
+            if not self.breakers.allows(dev.name) or dev.name in self.paused:
                 continue
-            queue = self._queues[dev.model]
+            queue = self._queues[self.routes[dev.name]]
             running = self.running[dev.name]
             while len(running) < dev.slots and (req := queue.pop()) is not None:
                 self._dispatch(req, dev)
@@ -209,15 +216,17 @@ class Scheduler:
     @staticmethod
     def _switchable(req: Request, dev: Device) -> bool:
         """Can this request leave its slot and resume exactly? Not on a device that
-        cannot take token ids, nor under a grammar (llama.cpp restarts it on resume)."""
-        return dev.resumable and req.snapshot.params.json_schema is None
+        cannot take token ids, nor under a grammar (llama.cpp restarts it on resume),
+        nor a chat handed over whole as messages (with image or audio parts)."""
+        snapshot = req.snapshot
+        return dev.resumable and snapshot.params.json_schema is None and snapshot.messages is None
 
     def _dispatch(self, req: Request, dev: Device) -> None:
         running = self.running[dev.name]
         running.add(req)
         self.peak_running[dev.name] = max(self.peak_running[dev.name], len(running))
         self.dispatched[dev.name] += 1
-        queue = self._queues[dev.model]
+        queue = self._queues[self.routes[dev.name]]
         req.snapshot.limit = queue.quantum(req) if self._switchable(req, dev) else None
         req.state = ReqState.RUNNING
         req.device = dev.name
@@ -290,7 +299,7 @@ class Scheduler:
         abort = self._abort.pop(req, None)
         preempting = req in self._preempting
         self._preempting.discard(req)
-        queue = self._queues[req.model]
+        queue = self._queues[req.route]
         if task.cancelled() and abort is None and preempting:
             self._requeue(req, queue, expired=False)
         elif task.cancelled():
@@ -367,8 +376,8 @@ class Scheduler:
 
     # -- devices that do not come back --------------------------------------------
     def _down_since(self, model: str) -> float | None:
-        """Since when no device of `model` takes dispatches; None if one does."""
-        breakers = [self.breakers[d.name] for d in self.devices if d.model == model]
+        """Since when no device of route `model` takes dispatches; None if one does."""
+        breakers = [self.breakers[d.name] for d in self.devices if self.routes[d.name] == model]
         if any(b.allows for b in breakers):
             return None
         return max(b.down_since or 0.0 for b in breakers)
@@ -390,7 +399,7 @@ class Scheduler:
             since = self._down_since(model)
             if since is None:
                 continue
-            down = [self.breakers[d.name] for d in self.devices if d.model == model]
+            down = [self.breakers[d.name] for d in self.devices if self.routes[d.name] == model]
             states = "; ".join(
                 f"{b.device} is {b.state.name.lower()} ({b.last_error})" for b in down
             )

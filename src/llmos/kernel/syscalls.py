@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest, NotFound
-from llmos.kernel import access, sysinfo
+from llmos.kernel import access, capabilities, sysinfo
 from llmos.kernel.request import Request
 from llmos.kernel.sysdefs import ADMINS, ALL, READERS, Syscall
 from llmos.kernel.tokens import Caller
@@ -101,7 +101,8 @@ async def _proc_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 
 async def _proc_get(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.visible(c, _int(a, "pid")).to_dict()
+    proc = k.visible(c, _int(a, "pid"))
+    return {**proc.to_dict(), "perception": k.perception.usage(proc.pid)}
 
 
 async def _proc_kill(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
@@ -122,7 +123,13 @@ async def _sys_devices(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 async def _sys_models(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     return [
-        {"id": d.model, "device": d.name, "context_length": d.context_length} for d in k.devices
+        {
+            "id": d.model,
+            "device": d.name,
+            "context_length": d.context_length,
+            "capabilities": capabilities.ordered(d.capabilities),
+        }
+        for d in k.devices
     ]
 
 
@@ -130,16 +137,21 @@ def _more() -> tuple[Syscall, ...]:
     """Syscalls whose handlers live beside their subsystem."""
     from llmos.kernel.admin_syscalls import ADMIN_SYSCALLS
     from llmos.kernel.agent_syscalls import AGENT_SYSCALLS
+    from llmos.kernel.alert_syscalls import ALERT_SYSCALLS
+    from llmos.kernel.ask import ASK_SYSCALLS
     from llmos.kernel.exit_syscalls import EXIT_SYSCALLS
     from llmos.kernel.fs_syscalls import FS_SYSCALLS
     from llmos.kernel.job_syscalls import JOB_SYSCALLS
     from llmos.kernel.key_syscalls import KEY_SYSCALLS
+    from llmos.kernel.learn_syscalls import LEARN_SYSCALLS
+    from llmos.kernel.media_syscalls import MEDIA_SYSCALLS
     from llmos.kernel.mem_syscalls import MEM_SYSCALLS
     from llmos.kernel.privacy import PRIVACY_SYSCALLS
     from llmos.kernel.sysmon import SYSMON_SYSCALLS
     from llmos.kernel.toolloop import TOOL_LOOP_SYSCALLS
     from llmos.kernel.tools.mcp_syscalls import MCP_SYSCALLS
     from llmos.kernel.tools.tool_syscalls import TOOL_SYSCALLS
+    from llmos.kernel.tune_syscalls import TUNE_SYSCALLS
 
     return (
         *MEM_SYSCALLS,
@@ -149,11 +161,16 @@ def _more() -> tuple[Syscall, ...]:
         *KEY_SYSCALLS,
         *PRIVACY_SYSCALLS,
         *SYSMON_SYSCALLS,
+        *ALERT_SYSCALLS,
+        *ASK_SYSCALLS,
+        *LEARN_SYSCALLS,
+        *TUNE_SYSCALLS,
         *AGENT_SYSCALLS,
         *EXIT_SYSCALLS,
         *TOOL_LOOP_SYSCALLS,
         *MCP_SYSCALLS,
         *TOOL_SYSCALLS,
+        *MEDIA_SYSCALLS,
     )
 
 
@@ -220,6 +237,7 @@ async def call_json(k: Kernel, name: str, caller: Caller, args: dict[str, Any]) 
             "total_tokens": result.prompt_tokens + result.output_tokens,
         },
         "pid": result.pid,
+        **({"media": result.media} if result.media else {}),  # how image/audio parts went
     }
 
 

@@ -28,11 +28,7 @@ def sched_info(k: Kernel) -> dict[str, Any]:
         "resumes": s.stats.resumes,
         "resume_cache_hit": s.stats.cache_hit,
         "decision_us": (s.decision_ns / s.decisions / 1000) if s.decisions else None,
-        "predictor": {
-            "rows": len(k.predictor.rows),
-            "trained_on": k.predictor.trained_on,
-            "model": type(k.predictor.model).__name__ if k.predictor.model else None,
-        },
+        "predictor": k.predictor.summary(),  # learn.stats has the figures
         "max_queue": k.admission.max_queue,
         "max_queue_per_owner": k.admission.max_queue_per_owner,
         "waiting": k.admission.waiting,
@@ -66,7 +62,7 @@ async def device_infos(k: Kernel) -> list[dict[str, Any]]:
                 "running": len(k.scheduler.running[d.name]),
                 "peak_running": k.scheduler.peak_running[d.name],
                 "dispatched": k.scheduler.dispatched[d.name],
-                "waiting": len(k.scheduler.queue(d.model)),
+                "waiting": len(k.scheduler.queue(k.scheduler.routes[d.name])),
                 **k.scheduler.breakers[d.name].info(),
             }
         )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from llmos.errors import InvalidRequest
+from llmos.kernel.enginemon import EngineMonitor
 from llmos.kernel.request import Request
 from llmos.kernel.sysdefs import READERS, Syscall
 from llmos.kernel.tokens import Caller
@@ -79,16 +80,19 @@ class Sampler:
         self.device_rates: dict[str, float] = {}
         self._last = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self.engines = EngineMonitor(kernel.devices, interval_s)  # KV cache, engine counters
         self.listeners: list[Any] = []  # called with each new Sample (anomaly detection)
         kernel.listeners.append(self._finished.append)
         self.me.cpu_percent(None)  # the first reading primes the counter
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        self.engines.start()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
+        await self.engines.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,7 +129,8 @@ class Sampler:
                 "slots": d.slots,
                 "occupancy": busy / d.slots if d.slots else 0.0,
                 "tokens_per_s": rate,
-                "waiting": len(s.queue(d.model)),
+                "waiting": len(s.queue(s.routes[d.name])),
+                **self.engines.kv(d.name),  # where the engine reports it
             }
         rates: dict[int, float] = {}
         for proc in self.k.procs.list():
@@ -206,6 +211,7 @@ def top(k: Kernel, c: Caller) -> dict[str, Any]:
     for p in k.list_processes(c):
         row = p.to_dict()
         row["tokens_per_s"] = round(m.proc_rates.get(p.pid, 0.0), 2)
+        row["tokens_out"] = m.tokens_out(p.pid)  # its running requests' tokens too
         procs.append(row)
     devices = [
         {
@@ -235,6 +241,7 @@ def top(k: Kernel, c: Caller) -> dict[str, Any]:
             "cores": psutil.cpu_count() or 1,
         },
         "sample": last.to_dict(),
+        "alerts": k.anomalies.active_for(c),  # active, of processes the caller may see
     }
 
 

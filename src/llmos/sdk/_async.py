@@ -13,26 +13,34 @@ from llmos.params import DEFAULT_PRIORITY
 from llmos.sdk import _wire
 from llmos.sdk._access import AsyncAccessMixin
 from llmos.sdk._agents import AsyncAgentsMixin
+from llmos.sdk._alerts import AsyncAlertsMixin
 from llmos.sdk._apps import AsyncAppsMixin
+from llmos.sdk._audio import AsyncAudioMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import AsyncJobsMixin
 from llmos.sdk._key import AsyncKeyMixin
+from llmos.sdk._learn import AsyncLearnMixin
 from llmos.sdk._mcp import AsyncMcpMixin
 from llmos.sdk._sysmon import AsyncSysmonMixin
 from llmos.sdk._tools import AsyncToolsMixin
+from llmos.sdk._tune import AsyncTuneMixin
 from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
 
 class AsyncClient(
     AsyncAccessMixin,
     AsyncAgentsMixin,
+    AsyncAlertsMixin,
     AsyncAppsMixin,
+    AsyncAudioMixin,
     AsyncJobsMixin,
     AsyncKeyMixin,
+    AsyncLearnMixin,
     AsyncMcpMixin,
     AsyncSysmonMixin,
     AsyncToolsMixin,
+    AsyncTuneMixin,
 ):
     """`Client` for asyncio: the same constructor and methods, awaited; `stream`
     is an async iterator. Close it with `aclose()` (or `close()`), or use it as an

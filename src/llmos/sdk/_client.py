@@ -12,26 +12,34 @@ from llmos.params import DEFAULT_PRIORITY
 from llmos.sdk import _wire
 from llmos.sdk._access import AccessMixin
 from llmos.sdk._agents import AgentsMixin
+from llmos.sdk._alerts import AlertsMixin
 from llmos.sdk._apps import AppsMixin
+from llmos.sdk._audio import AudioMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import JobsMixin
 from llmos.sdk._key import KeyMixin
+from llmos.sdk._learn import LearnMixin
 from llmos.sdk._mcp import McpMixin
 from llmos.sdk._sysmon import SysmonMixin
 from llmos.sdk._tools import ToolsMixin
+from llmos.sdk._tune import TuneMixin
 from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
 
 class Client(
     AccessMixin,
     AgentsMixin,
+    AlertsMixin,
     AppsMixin,
+    AudioMixin,
     JobsMixin,
     KeyMixin,
+    LearnMixin,
     McpMixin,
     SysmonMixin,
     ToolsMixin,
+    TuneMixin,
 ):
     """A connection to one kernel. `url` defaults to $LLMOS_URL, then the local
     default; `token` to $LLMOS_TOKEN, then $LLMOS_HOME/admin-token. Every failure
