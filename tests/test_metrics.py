@@ -57,7 +57,7 @@ class Scrape:
 
 
 async def scrape(client: httpx.AsyncClient) -> Scrape:
-    r = await client.get("/metrics")
+    r = await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     return Scrape(r.text)
 
@@ -223,19 +223,34 @@ async def test_a_busy_kernel_shows_its_queue_slots_kv_cache_and_host(priority: B
     assert m.value("llmos:generation_tokens_total") == running.output_tokens
 
 
-async def test_metrics_need_no_token_and_match_the_scrape_config(priority: Booted) -> None:
-    """`/metrics` is public like /healthz; deploy/prometheus.yml must match that."""
-    r = await priority.client.get("/metrics")
-    public = r.status_code == 200
+async def test_metrics_take_an_overseers_token_as_the_scrape_config_sends(
+    priority: Booted,
+) -> None:
+    """`/metrics` names every owner: admins and viewers only; deploy/prometheus.yml
+    sends a viewer's bearer token from a file."""
+    c = priority.client
+    anonymous = await c.get("/metrics", headers={"Authorization": ""})
+    assert anonymous.status_code == 401 and "bearer" in anonymous.json()["error"]["message"]
+    k = priority.kernel
+    admin = k.authenticate(ADMIN)
+    status = {}
+    for name, role in (("carol", "user"), ("vic", "viewer")):
+        token = (await k.call("user.add", admin, {"name": name, "role": role}))["token"]
+        status[role] = await c.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert status["user"].status_code == 403
+    assert status["user"].json()["error"]["param"] == "authorization"
+    assert (
+        status["viewer"].status_code == 200
+        and "llmos:num_requests_running" in status["viewer"].text
+    )
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == "llmos"]
     assert job["metrics_path"] == "/metrics" and job.get("scheme", "http") == "http"
     assert job["scrape_interval"] == "5s"
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
     assert targets == [f"127.0.0.1:{DEFAULT_PORT}"]
-    assert ("authorization" in job) != public
-    if "authorization" in job:
-        assert job["authorization"]["credentials_file"]
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"]
 
 
 # -- the dashboard charts what /metrics shows -----------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,8 +34,10 @@ from llmos.api import (
     routes_tune,
     routes_ui,
 )
+from llmos.api.auth import caller
 from llmos.api.metrics import Metrics
-from llmos.kernel import Kernel
+from llmos.errors import Forbidden
+from llmos.kernel import Caller, Kernel
 
 
 def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
@@ -87,7 +89,9 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
         return {"status": "ok" if all(devices) else "degraded", "devices": len(devices)}
 
     @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text format
-    async def metrics(request: Request) -> Response:
+    async def metrics(request: Request, who: Caller = Depends(caller)) -> Response:
+        if who.role not in ("admin", "viewer"):  # it names every owner and their usage
+            raise Forbidden("/metrics is for admins and viewers", param="authorization")
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -16,6 +16,7 @@ import logging
 import time
 
 from llmos.devices.base import Device
+from llmos.kernel import stranded
 from llmos.kernel.breaker import BreakerState
 from llmos.kernel.scheduler import Scheduler
 
@@ -73,7 +74,7 @@ class HealthMonitor:
             breaker.probed(ok, detail)
             reopened = reopened or (breaker.allows and not was)
         self.rounds += 1
-        self.scheduler.expire_stranded()
+        stranded.expire(self.scheduler)
         if reopened:
             self.scheduler.schedule()
 
@@ -99,7 +100,7 @@ class HealthMonitor:
             b = self.breakers[dev.name]
             if b.state == BreakerState.OPEN and b.opened_at is not None:
                 waits.append(b.opened_at + b.config.cooldown_s - now)
-        deadline = self.scheduler.next_stranded_deadline()
+        deadline = stranded.next_deadline(self.scheduler)
         if deadline is not None:
             waits.append(deadline - now)
         return max(0.01, min(waits))

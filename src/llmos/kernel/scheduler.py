@@ -26,7 +26,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from llmos.devices.base import Device
-from llmos.errors import DeviceError, Killed, LlmosError, Unavailable
+from llmos.errors import DeviceError, Killed, LlmosError
 from llmos.kernel import capabilities
 from llmos.kernel.breaker import Breakers, FaultConfig
 from llmos.kernel.parking import ParkingLot
@@ -373,41 +373,6 @@ class Scheduler:
         queue.on_finish(req, True)
         req.finish(state, error)
         self.hooks.on_finish(req, True)
-
-    # -- devices that do not come back --------------------------------------------
-    def _down_since(self, model: str) -> float | None:
-        """Since when no device of route `model` takes dispatches; None if one does."""
-        breakers = [self.breakers[d.name] for d in self.devices if self.routes[d.name] == model]
-        if any(b.allows for b in breakers):
-            return None
-        return max(b.down_since or 0.0 for b in breakers)
-
-    def next_stranded_deadline(self) -> float | None:
-        """When the next waiting request will have waited too long for a device."""
-        deadlines = []
-        for model, queue in self._queues.items():
-            since = self._down_since(model)
-            if since is not None and len(queue):
-                first = min(r.enqueued_at for r in queue.waiting())
-                deadlines.append(max(first, since) + self.faults.wait_s)
-        return min(deadlines, default=None)
-
-    def expire_stranded(self) -> None:
-        """Fail (503) requests that waited `wait_s` for a device of their model to return."""
-        now = time.monotonic()
-        for model, queue in self._queues.items():
-            since = self._down_since(model)
-            if since is None:
-                continue
-            down = [self.breakers[d.name] for d in self.devices if self.routes[d.name] == model]
-            states = "; ".join(
-                f"{b.device} is {b.state.name.lower()} ({b.last_error})" for b in down
-            )
-            wait = self.faults.wait_s
-            for req in queue.waiting():
-                if now - max(req.enqueued_at, since) >= wait:
-                    message = f"no device serving {model!r} came back within {wait:g}s: {states}"
-                    self._unqueue(req, ReqState.FINISHED_ERROR, Unavailable(message, param="model"))
 
     async def drain(self) -> None:
         """Cancel everything running (shutdown)."""
