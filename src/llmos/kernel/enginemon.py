@@ -8,11 +8,11 @@ drops out of `last` (no figure rather than a stale one)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 from llmos.devices.base import Device
+from llmos.kernel import bgtask
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,8 @@ class EngineMonitor:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await bgtask.cancel(task)
 
     async def _loop(self) -> None:
         while True:

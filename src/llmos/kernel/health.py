@@ -16,7 +16,7 @@ import logging
 import time
 
 from llmos.devices.base import Device
-from llmos.kernel import stranded
+from llmos.kernel import bgtask, stranded
 from llmos.kernel.breaker import BreakerState
 from llmos.kernel.scheduler import Scheduler
 
@@ -41,10 +41,7 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await bgtask.cancel(task)
 
     def wake(self) -> None:
         """Check now (a generation just failed somewhere)."""

@@ -9,7 +9,6 @@ is what `llmos top` and the dashboard show (`sys.top`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import statistics
 import time
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from llmos.errors import InvalidRequest
+from llmos.kernel import bgtask
 from llmos.kernel.enginemon import EngineMonitor
 from llmos.kernel.request import Request
 from llmos.kernel.sysdefs import READERS, Syscall
@@ -93,11 +93,8 @@ class Sampler:
 
     async def stop(self) -> None:
         await self.engines.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await bgtask.cancel(task)
 
     async def _loop(self) -> None:
         while True:

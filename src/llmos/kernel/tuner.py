@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.devices.base import Device
 from llmos.errors import InvalidRequest, NotFound, Overloaded
-from llmos.kernel import calibrate
+from llmos.kernel import bgtask, calibrate
 from llmos.kernel.tune_online import figures, live, propose
 from llmos.kernel.tune_search import (
     Climb,
@@ -123,10 +123,7 @@ class Tuner:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await bgtask.cancel(task)
 
     async def _loop(self) -> None:
         for dev in [d for d in self.k.devices if d.tunable]:
