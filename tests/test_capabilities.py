@@ -268,6 +268,30 @@ async def test_a_chat_handed_over_whole_is_never_switched(tmp_path: Path) -> Non
         await kernel.stop()
 
 
+async def test_queue_depth_counts_every_route_of_a_model(tmp_path: Path) -> None:
+    """One model served by a text device and a vision device has two run queues; its
+    depth (sys.top, llmos:queue_depth) is their sum."""
+    text = MockDevice(name="t", slots=1, token_delay=0.01)
+    vision = MockDevice(name="v", slots=1, token_delay=0.01, capabilities=("text", "vision"))
+    kernel = Kernel(Settings(home=tmp_path, admin_token=ADMIN), [text, vision])
+    await kernel.start()
+    admin = kernel.authenticate(ADMIN)
+    try:
+        plain = {"model": "mock", "messages": [{"role": "user", "content": "x"}], "max_tokens": 40}
+        reqs = [await kernel.call("llm.chat", admin, plain) for _ in range(3)]
+        reqs += [await kernel.call("llm.chat", admin, chat(image_part(), max_tokens=40))]
+        reqs += [await kernel.call("llm.chat", admin, chat(image_part(), max_tokens=40))]
+        s = kernel.scheduler
+        by_route = {r: len(s.queue(r)) for r in set(s.routes.values())}
+        assert sum(by_route.values()) == s.depth("mock") == s.num_waiting() == 3
+        assert len([n for n in by_route.values() if n]) == 2  # both queues hold some
+        assert (await kernel.call("sys.top", admin, {}))["queues"] == {"mock": 3}
+        for req in reqs:
+            assert (await req.outcome()).error is None
+    finally:
+        await kernel.stop()
+
+
 def test_ps_devices_lists_capabilities(tmp_path: Path) -> None:
     kernel = Kernel(
         Settings(home=tmp_path, admin_token=ADMIN),

@@ -45,7 +45,7 @@ class LiveCollector(Collector):
             "llmos:queue_depth", "Requests waiting, per model's queue.", "policy", "model"
         )
         for model in self.kernel.models():
-            depth.add_metric([s.policy_name, model], len(s.queue(model)))
+            depth.add_metric([s.policy_name, model], s.depth(model))
         yield depth
         yield CounterMetricFamily(
             "llmos:num_preemptions",

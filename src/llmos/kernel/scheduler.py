@@ -96,6 +96,11 @@ class Scheduler:
         """The run queue of a route: a model's id, for a model served one way."""
         return self._queues[route]
 
+    def depth(self, model: str) -> int:
+        """Requests waiting for `model`, over all its routes (capability sets)."""
+        routes = {self.routes[d.name] for d in self.devices if d.model == model}
+        return sum(len(self._queues[r]) for r in routes)
+
     def num_waiting(self) -> int:
         return sum(len(q) for q in self._queues.values()) + len(self.parking)
 

@@ -227,7 +227,7 @@ def top(k: Kernel, c: Caller) -> dict[str, Any]:
         "policy": k.scheduler.policy_name,
         "processes": procs,
         "devices": devices,
-        "queues": {model: len(k.scheduler.queue(model)) for model in k.models()},
+        "queues": {model: k.scheduler.depth(model) for model in k.models()},
         "waiting": k.scheduler.num_waiting(),
         "running": k.scheduler.num_running(),
         "system": {
