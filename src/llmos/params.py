@@ -48,6 +48,10 @@ MAX_JOB_ATTEMPTS = 3  # starts of one job (crashes and device errors included) b
 JOB_RETRY_MAX_S = 5.0  # longest wait before a job retries a full run queue (429)
 MAX_JOB_LIST = 1000  # jobs one job.list may return
 MAX_IDEMPOTENCY_KEY = 255  # characters of an Idempotency-Key
+MAX_BATCH_LINES = 50_000  # requests in one batch input file (OpenAI's limit)
+MAX_BATCH_TOKENS = 50_000_000  # a batch's token budget (sum of its lines' max_tokens)
+BATCH_DEFAULT_MAX_TOKENS = 256  # what a line without max_tokens counts against the budget
+BATCH_TICK_S = 0.2  # the batch runner looks at its batches this often
 HEALTH_INTERVAL_S = 5.0  # every device's health is checked this often (kernel/health.py)
 HEALTH_TIMEOUT_S = 5.0  # a health check that takes longer counts as failed
 BREAKER_THRESHOLD = 3  # consecutive generation failures that open a device's circuit
@@ -150,6 +154,8 @@ class Settings:
     anomaly: bool = True  # watch processes for anomalies (kernel/anomaly.py) ...
     anomaly_action: str = "throttle"  # ... and alert, or alert and throttle the process
     learn_interval_s: float = LEARN_INTERVAL_S  # the predictor's retraining timer
+    backup_every_s: float = 0.0  # scheduled backups (kernel/backup_syscalls.py); 0 = off
+    backup_keep: int = 7  # scheduled backups kept under LLMOS_HOME/backups; older are pruned
     # Auto-tuning of device settings (kernel/tuner.py): "off" (default, fast starts),
     # "start" (one calibration at start), "online" (also every tune_interval_s).
     autotune: str = "off"
@@ -223,6 +229,10 @@ class Settings:
             raise InvalidRequest(
                 "learn_interval_s must be between 0.1 and 86400 seconds", param="learn_interval_s"
             )
+        if self.backup_every_s and not 1 <= self.backup_every_s <= 30 * 86400:
+            raise InvalidRequest("backup_every must be 0 (off) or 1 s..30 d", param="backup_every")
+        if not 1 <= self.backup_keep <= 10000:
+            raise InvalidRequest("backup_keep must be between 1 and 10000", param="backup_keep")
         self._validate_limits()
         self._validate_media()
         self._validate_capabilities()

@@ -20,6 +20,8 @@ from llmos.api import (
     routes_apps,
     routes_ask,
     routes_audio,
+    routes_backup,
+    routes_batches,
     routes_files,
     routes_jobs,
     routes_key,
@@ -66,6 +68,7 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_llm.router)
     app.include_router(routes_procs.router)
     app.include_router(routes_memory.router)
+    app.include_router(routes_batches.router)  # OpenAI files + batches: before the store's
     app.include_router(routes_files.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_access.router)
@@ -74,6 +77,7 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_telemetry.router)
     app.include_router(routes_learn.router)  # /v1/learn: the predictor's stats, retraining
     app.include_router(routes_alerts.router)  # /v1/alerts: anomaly alerts
+    app.include_router(routes_backup.router)  # /v1/backups: snapshots, the standby's stream
     app.include_router(routes_ask.router)  # /v1/ask: questions about the system
     app.include_router(routes_tune.router)  # /v1/tune: device auto-tuning
     app.include_router(routes_tools.router)  # /v1/tools

@@ -37,7 +37,8 @@ def _listing(data: Any) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.get("/files")
+# GET /v1/files is routed by routes_batches.py: this listing when called bare or with
+# `prefix`, OpenAI's list of file objects when called with `purpose`, `after`, `limit`…
 async def list_files(
     request: Request,
     prefix: str = "",

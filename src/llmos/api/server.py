@@ -9,6 +9,7 @@ import uvicorn
 
 from llmos.api.app import create_app
 from llmos.kernel import Kernel, build_devices
+from llmos.kernel.backup import HomeLock
 from llmos.params import Settings
 
 # Idle keep-alive seconds: longer than clients' own idle expiry (httpx: 5 s), so a
@@ -42,6 +43,8 @@ def serve(settings: Settings) -> None:
     """Blocking. Raises LlmosError for bad settings (the CLI prints it)."""
     settings.validate()
     settings.home.mkdir(parents=True, exist_ok=True)
+    # held while serving: `llmos restore` refuses this home; one kernel per home
+    HomeLock(settings.home)  # released when this process ends
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -11,6 +11,8 @@ from llmos.cli import (
     apps,
     ask,
     audio,
+    backup,
+    batch,
     chat,
     conv,
     fs,
@@ -59,6 +61,7 @@ def build_app() -> typer.Typer:
     app.add_typer(fs.build(), name="fs")
     app.add_typer(mem.build(), name="mem")
     app.add_typer(jobs.build(), name="jobs")
+    app.add_typer(batch.build(), name="batch")  # OpenAI batches: submit --watch, results
     app.add_typer(tools.build(), name="tools")
     app.add_typer(apps.build(), name="app")
     app.add_typer(access.build_user(), name="user")
@@ -69,6 +72,9 @@ def build_app() -> typer.Typer:
     app.add_typer(key.build_telemetry(), name="telemetry")
     app.add_typer(learn.build(), name="learn")
     app.add_typer(tune.build(), name="tune")  # `llmos tune [--dry-run]`, `tune history`
+    app.add_typer(backup.build_backup(), name="backup")  # `backup [--to]`, `ls`, `verify`
+    app.command("restore")(backup.restore)  # offline, into an empty LLMOS_HOME
+    app.add_typer(backup.build_standby(), name="standby")  # follow a primary; `promote`
     return app
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from llmos.cli._shared import EXIT_USAGE, fail
+from llmos.cli.backup import duration
 from llmos.errors import LlmosError
 from llmos.params import (
     DEFAULT_CTX,
@@ -135,6 +136,10 @@ def up(
     tts_engine: Annotated[
         str, typer.Option(help="Text to speech: 'espeak' (espeak-ng) or 'piper' (the extra).")
     ] = "espeak",
+    backup_every: Annotated[
+        str, typer.Option(help="Back up every 30m, 1h, 1d... under LLMOS_HOME/backups; 0 = off.")
+    ] = "0",
+    backup_keep: Annotated[int, typer.Option(help="Scheduled backups kept (oldest pruned).")] = 7,
 ) -> None:
     """Start the llmos kernel and serve its HTTP API (blocks until Ctrl-C)."""
     given: dict[str, Any] = {"home": home, "threads": threads}
@@ -172,6 +177,8 @@ def up(
         autotune=autotune,
         stt_model=stt_model,
         tts_engine=tts_engine,
+        backup_every_s=duration(backup_every, "--backup-every"),
+        backup_keep=backup_keep,
         **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
     )
     try:

@@ -20,6 +20,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import (
@@ -74,6 +75,8 @@ class JobRunner:
         self.capacity = max(1, sum(d.slots for d in kernel.devices) * JOBS_PER_SLOT)
         self._active: dict[str, asyncio.Task[None]] = {}  # job id -> the task running it
         self._pids: dict[str, int] = {}  # owner -> their jobs process
+        # asked in turn which process a job runs in (e.g. its batch's); else the owner's
+        self.placements: list[Callable[[Job], Process | None]] = []
         self._wake = asyncio.Event()  # a job was submitted or a task ended
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -235,7 +238,7 @@ class JobRunner:
         while True:
             try:
                 return self.kernel.enqueue(
-                    self._process(job.owner), dev, job.kind, snapshot, deadline=False
+                    self._process_for(job), dev, job.kind, snapshot, deadline=False
                 )
             except Overloaded as exc:
                 await asyncio.sleep(min(float(exc.retry_after), JOB_RETRY_MAX_S))
@@ -258,6 +261,13 @@ class JobRunner:
             self.journal.requeue(job.id)
         else:
             self.journal.fail(job.id, error.message, error.code or "error")
+
+    def _process_for(self, job: Job) -> Process:
+        for place in self.placements:
+            proc = place(job)
+            if proc is not None:
+                return proc
+        return self._process(job.owner)
 
     def _process(self, owner: str) -> Process:
         """The owner's jobs process (a new one if there is none alive)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,8 @@ from llmos.kernel.admission import Admission
 from llmos.kernel.agents import Agents
 from llmos.kernel.anomaly import Anomalies
 from llmos.kernel.audit import AuditLog
+from llmos.kernel.backup_syscalls import Backups
+from llmos.kernel.batches import BatchRunner
 from llmos.kernel.breaker import FaultConfig
 from llmos.kernel.capability import Capability
 from llmos.kernel.conversation import Conversations
@@ -98,11 +99,13 @@ class Kernel:
         self.deadlines = Deadlines(settings.request_timeout_s, self.scheduler.cancel)
         self.listeners.append(self.deadlines.disarm)
         self.jobs = JobRunner(self)  # the crash-safe job journal and its runner
+        self.batches = BatchRunner(self)  # OpenAI batches, run as journaled jobs
         self.tools = ToolRegistry()  # built-ins, MCP servers' tools
         register_builtins(self.tools)  # calculator, time, memory, files, python
         self.agents = Agents(self)  # programs run as processes (proc.exec)
         self.mcp = McpServers(self)  # attached MCP servers (their tools are in self.tools)
         self.sysmon = Sampler(self, settings.sample_interval_s)  # resources, rates, history
+        self.backups = Backups(self)  # snapshots of LLMOS_HOME, and the scheduled ones
         self.tuner = Tuner(self)  # device settings, measured and recorded (tune.run)
         self.anomalies = Anomalies(self)  # per-process anomaly alerts and throttles
         self.perception = Perception(settings, self.store.db)  # speech, OCR; lazy drivers
@@ -113,31 +116,18 @@ class Kernel:
     async def start(self) -> None:
         await asyncio.gather(*(d.start() for d in self.devices))
         self.health.start()
-        self._ensure_admin()
+        self.admin_token = self.tokens.ensure_admin(
+            self.settings.admin_token, self.admin_token_path
+        )
         key_syscalls.start_sweep(self)  # finish a key rotation a restart cut short
         await self.predictor.start()  # stored models, or trained from telemetry
         self.jobs.start()
+        self.batches.start()
         self.agents.recover()  # programs a crashed kernel left behind are over
         self.mcp.start()  # attached MCP servers come up in the background
         self.sysmon.start()
+        self.backups.start()  # scheduled backups, when settings.backup_every_s > 0
         self.tuner.start()  # autotune "start"/"online": a calibration in the background
-
-    def _ensure_admin(self) -> None:
-        """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
-        database and in clear only in LLMOS_HOME/admin-token (mode 0600)."""
-        self.users.ensure("admin", "admin")
-        if self.settings.admin_token:
-            self.tokens.install_env_admin(self.settings.admin_token)
-            return
-        if self.tokens.has_admin():
-            return
-        token, _ = self.tokens.issue("admin", "admin")
-        path = self.admin_token_path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        os.chmod(path, 0o600)
-        self.admin_token = token
 
     @property
     def admin_token_path(self) -> Path:
@@ -147,10 +137,12 @@ class Kernel:
         for task in list(self._background):  # key sweeps etc.: resumed at the next start
             task.cancel()
         await self.agents.stop()  # their programs are terminated, their ends recorded
+        await self.batches.stop()
         await self.jobs.stop()  # running jobs go back to the journal's queue
         await self.mcp.stop()
         await self.tuner.stop()  # a tuning cut short puts the old settings back
         await self.sysmon.stop()
+        await self.backups.stop()
         self.perception.stop()
         await self.health.stop()
         for req in self.scheduler.waiting():

@@ -139,6 +139,8 @@ def _more() -> tuple[Syscall, ...]:
     from llmos.kernel.agent_syscalls import AGENT_SYSCALLS
     from llmos.kernel.alert_syscalls import ALERT_SYSCALLS
     from llmos.kernel.ask import ASK_SYSCALLS
+    from llmos.kernel.backup_syscalls import BACKUP_SYSCALLS
+    from llmos.kernel.batch_syscalls import BATCH_SYSCALLS
     from llmos.kernel.exit_syscalls import EXIT_SYSCALLS
     from llmos.kernel.fs_syscalls import FS_SYSCALLS
     from llmos.kernel.job_syscalls import JOB_SYSCALLS
@@ -158,10 +160,12 @@ def _more() -> tuple[Syscall, ...]:
         *FS_SYSCALLS,
         *ADMIN_SYSCALLS,
         *JOB_SYSCALLS,
+        *BATCH_SYSCALLS,
         *KEY_SYSCALLS,
         *PRIVACY_SYSCALLS,
         *SYSMON_SYSCALLS,
         *ALERT_SYSCALLS,
+        *BACKUP_SYSCALLS,
         *ASK_SYSCALLS,
         *LEARN_SYSCALLS,
         *TUNE_SYSCALLS,

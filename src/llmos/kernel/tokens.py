@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmos.errors import NotFound, Unauthorized
@@ -68,6 +70,23 @@ class TokenStore:
         secret = secrets.token_urlsafe(24)
         self._save(token_id, secret, owner, role, pid, name, expires_at, caps)
         return f"llmos-{token_id}-{secret}", Caller(token_id, owner, role, pid, caps=caps)
+
+    def ensure_admin(self, env_token: str | None, path: Path) -> str | None:
+        """LLMOS_TOKEN wins; else generate one on first start, kept hashed in the
+        database and in clear only in `path` (LLMOS_HOME/admin-token, mode 0600).
+        Returns the token when it was generated now (to show it once)."""
+        self.users.ensure("admin", "admin")
+        if env_token:
+            self.install_env_admin(env_token)
+            return None
+        if self.has_admin():
+            return None
+        token, _ = self.issue("admin", "admin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.chmod(path, 0o600)
+        return token
 
     def install_env_admin(self, token: str) -> None:
         self._save(ENV_ADMIN_ID, token, "admin", "admin", None, "LLMOS_TOKEN", None, None)

@@ -16,6 +16,8 @@ from llmos.sdk._agents import AsyncAgentsMixin
 from llmos.sdk._alerts import AsyncAlertsMixin
 from llmos.sdk._apps import AsyncAppsMixin
 from llmos.sdk._audio import AsyncAudioMixin
+from llmos.sdk._backup import AsyncBackupMixin
+from llmos.sdk._batches import AsyncBatchesMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import AsyncJobsMixin
@@ -34,6 +36,8 @@ class AsyncClient(
     AsyncAlertsMixin,
     AsyncAppsMixin,
     AsyncAudioMixin,
+    AsyncBackupMixin,
+    AsyncBatchesMixin,
     AsyncJobsMixin,
     AsyncKeyMixin,
     AsyncLearnMixin,

@@ -15,6 +15,8 @@ from llmos.sdk._agents import AgentsMixin
 from llmos.sdk._alerts import AlertsMixin
 from llmos.sdk._apps import AppsMixin
 from llmos.sdk._audio import AudioMixin
+from llmos.sdk._backup import BackupMixin
+from llmos.sdk._batches import BatchesMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._jobs import JobsMixin
@@ -33,6 +35,8 @@ class Client(
     AlertsMixin,
     AppsMixin,
     AudioMixin,
+    BackupMixin,
+    BatchesMixin,
     JobsMixin,
     KeyMixin,
     LearnMixin,
