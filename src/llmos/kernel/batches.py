@@ -71,6 +71,7 @@ class BatchRunner:
         kernel.jobs.placements.append(self._place)  # a batch's jobs run in its process
 
     def start(self) -> None:
+        self.kernel.jobs.ended.append(self._wake.set)  # a line done: the next one, now
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batches")
 
     async def stop(self) -> None:

@@ -78,6 +78,7 @@ class JobRunner:
         # asked in turn which process a job runs in (e.g. its batch's); else the owner's
         self.placements: list[Callable[[Job], Process | None]] = []
         self._wake = asyncio.Event()  # a job was submitted or a task ended
+        self.ended: list[Callable[[], None]] = []  # told when a job's outcome is written
         self._loop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -209,6 +210,8 @@ class JobRunner:
     def _ended(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._active.pop(job_id, None)
         self._wake.set()
+        for tell in self.ended:
+            tell()
 
     async def _run(self, job: Job) -> None:
         req: Request | None = None
