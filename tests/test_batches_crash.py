@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,42 +17,18 @@ from typing import Any
 
 import httpx
 
-from tests._llama_server import free_port
+from tests._upkernel import tail, up
 
 TOKEN = "batch-crash-admin"
 LINES = 400
 BAD = ("not json at all", '{"custom_id": "req-7", "method": "POST"}')  # malformed, duplicate
-LLMOS = Path(sys.executable).with_name("llmos")
 
 
 @contextlib.contextmanager
 def kernel(home: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
     """`llmos up --device mock` on 127.0.0.1; always killed and reaped."""
-    port = free_port()
-    env = {**os.environ, "LLMOS_HOME": str(home), "LLMOS_TOKEN": TOKEN}
-    args = [str(LLMOS), "up", "--port", str(port), "--device", "mock", "--slots", "2"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, f"the kernel exited:\n{_tail(log)}"
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get("/healthz").status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"the kernel never came up:\n{_tail(log)}"
-                time.sleep(0.05)
-            yield proc, http
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-
-
-def _tail(log: Path) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    with up(home, log, TOKEN, "--device", "mock", "--slots", "2", wait_s=60) as running:
+        yield running
 
 
 def _input() -> bytes:
@@ -110,7 +85,7 @@ def test_kill_9_mid_batch_loses_and_duplicates_no_line(tmp_path: Path) -> None:
             counts = _batch(http, batch_id)["request_counts"]
             if counts["completed"] >= 20:
                 break
-            assert time.monotonic() < deadline, f"no progress: {counts}\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"no progress: {counts}\n{tail(log)}"
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -125,7 +100,7 @@ def test_kill_9_mid_batch_loses_and_duplicates_no_line(tmp_path: Path) -> None:
         deadline = time.monotonic() + 300
         while (batch := _batch(http, batch_id))["status"] != "completed":
             assert batch["status"] == "in_progress", batch
-            assert time.monotonic() < deadline, f"the batch never ended:\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"the batch never ended:\n{tail(log)}"
             time.sleep(0.1)
         assert batch["request_counts"] == {"total": LINES + 2, "completed": LINES, "failed": 2}
         output = _records(http, batch["output_file_id"])

@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from llmos.devices.catalog import default_model_path
 from llmos.params import JOB_PRIORITY
-from tests._llama_server import free_port
+from tests._upkernel import tail, up
 
 pytestmark = pytest.mark.model
 
@@ -31,39 +30,15 @@ TOKEN = "crash-test-admin"
 MODEL = "SmolLM2-135M-Instruct"
 JOBS = 50
 TERMINAL = {"completed", "failed", "cancelled"}
-LLMOS = Path(sys.executable).with_name("llmos")
 
 
 @contextlib.contextmanager
 def kernel(home: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
     """`llmos up` on 127.0.0.1 with the real model; always killed and reaped."""
-    port = free_port()
-    env = {**os.environ, "LLMOS_HOME": str(home), "LLMOS_TOKEN": TOKEN}
-    args = [str(LLMOS), "up", "--port", str(port), "--model", str(default_model_path())]
-    args += ["--model-name", MODEL, "--slots", "4", "--ctx", "512", "--threads", "2"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-            deadline = time.monotonic() + 180
-            while True:
-                assert proc.poll() is None, f"the kernel exited:\n{_tail(log)}"
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get("/healthz").status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"the kernel never came up:\n{_tail(log)}"
-                time.sleep(0.1)
-            yield proc, http
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-
-
-def _tail(log: Path) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    model = ["--model", str(default_model_path()), "--model-name", MODEL]
+    sizes = ["--slots", "4", "--ctx", "512", "--threads", "2"]
+    with up(home, log, TOKEN, *model, *sizes) as running:
+        yield running
 
 
 def rows(home: Path, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -109,7 +84,7 @@ def test_kill_9_loses_no_job_and_completes_none_twice(tmp_path: Path) -> None:
             status = [j["status"] for j in listing(http)]
             if status.count("completed") >= 5 and status.count("running") >= 2:
                 break
-            assert time.monotonic() < deadline, f"no progress: {status}\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"no progress: {status}\n{tail(log)}"
             time.sleep(0.05)
         seen = {}  # what clients were shown before the crash, byte for byte
         for job_id in ids:
@@ -133,7 +108,7 @@ def test_kill_9_loses_no_job_and_completes_none_twice(tmp_path: Path) -> None:
             jobs = listing(http)
             if all(j["status"] in TERMINAL for j in jobs):
                 break
-            assert time.monotonic() < deadline, f"jobs left unfinished:\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"jobs left unfinished:\n{tail(log)}"
             time.sleep(0.2)
         for job_id, before in seen.items():  # results shown before the crash: unchanged
             assert http.get(f"/v1/jobs/{job_id}").content == before
