@@ -19,6 +19,7 @@ from llmos.sdk._backup import BackupMixin
 from llmos.sdk._batches import BatchesMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
+from llmos.sdk._fs import FilesMixin
 from llmos.sdk._jobs import JobsMixin
 from llmos.sdk._key import KeyMixin
 from llmos.sdk._learn import LearnMixin
@@ -30,6 +31,7 @@ from llmos.sdk._wire import ChatResult, MessageParams, Messages, SchedulerKnobs
 
 
 class Client(
+    FilesMixin,
     AccessMixin,
     AgentsMixin,
     AlertsMixin,
@@ -257,52 +259,6 @@ class Client(
         body = _wire.scheduler_body(policy, knobs)
         state: dict[str, Any] = self._request("PUT", _wire.SCHEDULER_PATH, body)
         return state
-
-    # -- files ---------------------------------------------------------------------
-    def fs_write(self, path: str, data: bytes | str) -> dict[str, Any]:
-        """Store `data` (text is stored as UTF-8) at `path`, as a new version.
-        Returns the file's metadata: path, version, size, sha256, times."""
-        url = _wire.file_url(_wire.FILES_PATH, path)
-        content = _wire.file_bytes(data)
-        info: dict[str, Any] = self._request(
-            "PUT", url, content=content, headers=_wire.OCTET_STREAM
-        )
-        return info
-
-    def fs_read(self, path: str, version: int | None = None) -> bytes:
-        """A file's content: the current version, or `version`."""
-        url = _wire.file_url(_wire.FILES_PATH, path)
-        return _wire.content_of(self._send("GET", url, params=_wire.version_params(version)))
-
-    def fs_list(self, prefix: str = "") -> list[dict[str, Any]]:
-        """Your files whose path starts with `prefix`, with their metadata."""
-        return _wire.data_of(self._request("GET", _wire.FILES_PATH, params={"prefix": prefix}))
-
-    def fs_stat(self, path: str) -> dict[str, Any]:
-        info: dict[str, Any] = self._request("GET", _wire.file_url(_wire.FILES_META_PATH, path))
-        return info
-
-    def fs_delete(self, path: str) -> dict[str, Any]:
-        """Delete a file; its versions stay, so `fs_rollback` can bring it back."""
-        info: dict[str, Any] = self._request("DELETE", _wire.file_url(_wire.FILES_PATH, path))
-        return info
-
-    def fs_versions(self, path: str) -> list[dict[str, Any]]:
-        """A file's kept versions, oldest first; deletions have `deleted: True`."""
-        url = _wire.file_url(_wire.FILES_VERSIONS_PATH, path)
-        return _wire.data_of(self._request("GET", url))
-
-    def fs_rollback(self, path: str, version: int) -> dict[str, Any]:
-        """Write version `version`'s content as the file's newest version."""
-        url = _wire.file_url(_wire.FILES_ROLLBACK_PATH, path)
-        info: dict[str, Any] = self._request("POST", url, {"version": version})
-        return info
-
-    def fs_search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        """Your text files with a passage holding every word of `query` (`pre*`
-        matches a prefix), best first, each with a `snippet` (matches **marked**)."""
-        params = {"q": query, "limit": limit}
-        return _wire.data_of(self._request("GET", _wire.FILES_SEARCH_PATH, params=params))
 
     # -- memory --------------------------------------------------------------------
     def mem_add(
