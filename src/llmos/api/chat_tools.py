@@ -8,17 +8,16 @@ the kernel does not hold come back as ordinary `tool_calls`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 
 from llmos.api.auth import kernel_of
 from llmos.api.errors import error_response
 from llmos.api.openai_format import new_id, reply_body, reply_chunks, usage_of
+from llmos.api.sse import EventStream, sse
 from llmos.errors import Killed, LlmosError
 from llmos.kernel import Caller
 
@@ -67,13 +66,9 @@ async def serve(
         chunks.append({**chunks[-1], "choices": [], "usage": usage})
         del chunks[-1]["llmos_executed_tools"]
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncGenerator[bytes, None]:
         for chunk in chunks:
-            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+            yield sse(chunk)
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(events())

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 from llmos.api import chat_tools
 from llmos.api.auth import caller, kernel_of
@@ -16,6 +14,7 @@ from llmos.api.errors import error_response
 from llmos.api.openai_format import Renderer
 from llmos.api.responses import ChatCompletion, Completion, Model, ModelList, streamed
 from llmos.api.schemas import ChatRequest, CompletionRequest
+from llmos.api.sse import EventStream, sse
 from llmos.errors import LlmosError
 from llmos.kernel import Caller, Delta, Done, Kernel
 from llmos.kernel import Request as KRequest
@@ -23,10 +22,6 @@ from llmos.kernel.toolcalls import plan_of
 from llmos.types import Token
 
 router = APIRouter(prefix="/v1")
-
-
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _collect(kernel: Kernel, req: KRequest, http: Request) -> list[Token]:
@@ -55,25 +50,25 @@ async def _collect(kernel: Kernel, req: KRequest, http: Request) -> list[Token]:
 
 async def _stream(
     kernel: Kernel, req: KRequest, render: Renderer, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     usage_field = include_usage
     try:
         first = render.first_chunk(usage_field)
         if first is not None:
-            yield _sse(first)
+            yield sse(first)
         while True:
             event = await req.events.get()
             if isinstance(event, Delta):
                 if not render.buffered and (event.text or render.want_logprobs):
-                    yield _sse(render.delta_chunk(event, usage_field))
+                    yield sse(render.delta_chunk(event, usage_field))
                 continue
             if event.error is not None:
-                yield _sse(event.error.to_dict())
+                yield sse(event.error.to_dict())
             else:
                 for chunk in render.final_chunks(usage_field):
-                    yield _sse(chunk)
+                    yield sse(chunk)
                 if include_usage:
-                    yield _sse(render.usage_chunk())
+                    yield sse(render.usage_chunk())
             break
         yield b"data: [DONE]\n\n"
     finally:
@@ -89,11 +84,7 @@ async def serve_request(
     req: KRequest = await kernel.call(name, who, args)
     render = Renderer(req, req.model, plan_of(args) if req.kind == "chat" else None)
     if stream:
-        return StreamingResponse(
-            _stream(kernel, req, render, usage),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return EventStream(_stream(kernel, req, render, usage))
     try:
         tokens = await _collect(kernel, req, http)
     except LlmosError as e:
