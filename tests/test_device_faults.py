@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from llmos.errors import ContextOverflow, DeviceError, InvalidRequest, Unavailable
 from llmos.kernel import ReqState, Request
 from llmos.kernel.breaker import Breaker, FaultConfig
-from llmos.kernel.scheduler import Scheduler
 from llmos.params import POLICY_NAMES, Settings
 from llmos.types import SamplingParams, Snapshot, Token
 from tests._faults import (
@@ -270,7 +269,7 @@ def test_rewind_drops_tokens_whose_text_never_arrived() -> None:
     req = Request(1, "o", "m", "chat", Snapshot([1, 2], SamplingParams(max_tokens=9)))
     req.snapshot.generated_ids = [10, 11, 12]
     req.pending = [Token(11, ""), Token(12, "")]  # bytes of one character, no text yet
-    Scheduler._rewind(req, restart=False)
+    req.rewind(restart=False)
     assert req.snapshot.generated_ids == [10] and req.pending == []
 
 

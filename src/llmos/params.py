@@ -23,6 +23,7 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 MAX_QUEUE = 4096  # waiting requests, all owners; more get 429 + Retry-After
 MAX_QUEUE_PER_OWNER = 1024  # waiting requests of one owner
 POLICY_NAMES = ("fair", "fifo", "mlfq", "priority", "rr", "sjf")  # kernel/policies/
+PLACEMENTS = ("affinity", "least-loaded")  # kernel/placement.py
 AUTOTUNE_MODES = ("off", "start", "online")  # device auto-tuning (kernel/tuner.py)
 TUNE_INTERVAL_S = 600.0  # autotune "online": a look at the live load this often
 ANOMALY_ACTIONS = ("alert", "throttle")  # what an anomaly does to its process (kernel/anomaly.py)
@@ -187,6 +188,12 @@ class Settings:
     mmproj: Path | None = None  # the embedded engine's projector (a VLM's): adds `vision`
     device_capabilities: tuple[str, ...] | None = None  # of --device-url/mock; None: text
     allow_media_fetch: bool = False  # image parts may be http(s) URLs, fetched by the device
+    # The cluster (kernel/fleet.py, kernel/autoscale.py, devices/ray_device.py).
+    placement: str = "affinity"  # which free device a request runs on (kernel/placement.py)
+    autoscale_interval_s: float = 1.0  # how often the autoscaler looks at replica groups
+    cluster_file: Path | None = None  # devices as Ray actors (devices/cluster_spec.py)
+    ray_address: str | None = None  # "auto", "local", "host:port" or "ray://host:port"
+    ray_node_ip: str | None = None  # this node's address in the cluster; None: from the address
 
     def validate(self) -> None:
         """Raise InvalidRequest naming the first bad setting."""
@@ -233,6 +240,16 @@ class Settings:
             raise InvalidRequest("backup_every must be 0 (off) or 1 s..30 d", param="backup_every")
         if not 1 <= self.backup_keep <= 10000:
             raise InvalidRequest("backup_keep must be between 1 and 10000", param="backup_keep")
+        if self.placement not in PLACEMENTS:
+            choose = ", ".join(PLACEMENTS)
+            raise InvalidRequest(f"placement must be one of {choose}", param="placement")
+        if not 0.05 <= self.autoscale_interval_s <= 3600:
+            raise InvalidRequest(
+                "autoscale_interval_s must be between 0.05 and 3600 seconds",
+                param="autoscale_interval_s",
+            )
+        if self.cluster_file is not None and not self.cluster_file.is_file():
+            raise InvalidRequest(f"cluster file not found: {self.cluster_file}", param="cluster")
         self._validate_limits()
         self._validate_media()
         self._validate_capabilities()

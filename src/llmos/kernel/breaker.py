@@ -174,8 +174,12 @@ class Breakers:
         self, names: Iterable[str], config: FaultConfig, clock: Clock = time.monotonic
     ) -> None:
         self.config = config
+        self._clock = clock
         self._by_name = {n: Breaker(n, config, clock) for n in names}
         self.wake: Callable[[], None] = lambda: None  # set by the health monitor
+
+    def add(self, name: str) -> None:
+        self._by_name.setdefault(name, Breaker(name, self.config, self._clock))
 
     def __getitem__(self, name: str) -> Breaker:
         return self._by_name[name]

@@ -47,6 +47,15 @@ def routes(devices: Iterable[Device]) -> dict[str, str]:
     return out
 
 
+def route_for(dev: Device, devices: Iterable[Device], known: dict[str, str]) -> str:
+    """The run queue a device joining `devices` serves: that of a device of the same
+    model and capabilities if there is one, else a key made as `routes` makes them."""
+    for d in devices:
+        if d.model == dev.model and d.capabilities == dev.capabilities:
+            return known[d.name]
+    return routes([*devices, dev])[dev.name]
+
+
 def capable(devices: Iterable[Device], needs: frozenset[str]) -> list[Device]:
     return [d for d in devices if needs <= d.capabilities]
 

@@ -22,6 +22,7 @@ from llmos.kernel.admission import Admission
 from llmos.kernel.agents import Agents
 from llmos.kernel.anomaly import Anomalies
 from llmos.kernel.audit import AuditLog
+from llmos.kernel.autoscale import Autoscaler
 from llmos.kernel.backup_syscalls import Backups
 from llmos.kernel.batches import BatchRunner
 from llmos.kernel.breaker import FaultConfig
@@ -29,6 +30,7 @@ from llmos.kernel.capability import Capability
 from llmos.kernel.conversation import Conversations
 from llmos.kernel.crypto import KeyRing
 from llmos.kernel.deadline import Deadlines
+from llmos.kernel.fleet import Fleet, Group
 from llmos.kernel.health import HealthMonitor
 from llmos.kernel.jobs import JobRunner
 from llmos.kernel.memory import MemoryStore
@@ -59,7 +61,9 @@ Listener = Callable[[Request], None]
 
 
 class Kernel:
-    def __init__(self, settings: Settings, devices: list[Device]) -> None:
+    def __init__(
+        self, settings: Settings, devices: list[Device], groups: list[Group] | None = None
+    ) -> None:
         if not devices:
             raise InvalidRequest("the kernel needs at least one device", param="devices")
         self.settings = settings
@@ -84,7 +88,9 @@ class Kernel:
         config = SchedConfig(quantum=settings.quantum, predictor=self.predictor)
         hooks = Hooks(self._on_start, self._on_yield, self._on_finish)
         faults = FaultConfig.from_settings(settings)
-        self.scheduler = Scheduler(devices, settings.policy, config, hooks, faults)
+        self.scheduler = Scheduler(
+            devices, settings.policy, config, hooks, faults, settings.placement
+        )
         self.health = HealthMonitor(self.scheduler)
         self.admission = Admission(
             settings.max_queue,
@@ -109,6 +115,9 @@ class Kernel:
         self.tuner = Tuner(self)  # device settings, measured and recorded (tune.run)
         self.anomalies = Anomalies(self)  # per-process anomaly alerts and throttles
         self.perception = Perception(settings, self.store.db)  # speech, OCR; lazy drivers
+        self.fleet_listeners: list[Callable[[str, str], None]] = []  # (group, action)
+        self.fleet = Fleet(self, groups or [])  # replica groups: devices come and go
+        self.autoscaler = Autoscaler(self, settings.autoscale_interval_s)
         self.started_at = time.time()
         self.admin_token: str | None = None  # set only when generated at this start
 
@@ -128,6 +137,7 @@ class Kernel:
         self.sysmon.start()
         self.backups.start()  # scheduled backups, when settings.backup_every_s > 0
         self.tuner.start()  # autotune "start"/"online": a calibration in the background
+        self.autoscaler.start()  # replica groups grow, shrink and are mended
 
     @property
     def admin_token_path(self) -> Path:
@@ -136,6 +146,7 @@ class Kernel:
     async def stop(self) -> None:
         for task in list(self._background):  # key sweeps etc.: resumed at the next start
             task.cancel()
+        await self.autoscaler.stop()
         await self.agents.stop()  # their programs are terminated, their ends recorded
         await self.batches.stop()
         await self.jobs.stop()  # running jobs go back to the journal's queue

@@ -135,6 +135,26 @@ class Request:
             if isinstance(event, Done):
                 return event
 
+    def flush_held(self) -> None:
+        """Release text held back for stop strings, at the true end of a request."""
+        assert self.matcher is not None
+        rest = self.matcher.flush()
+        if rest or self.pending:
+            self.emit(Delta(rest, tuple(self.pending)))
+            self.pending.clear()
+
+    def rewind(self, restart: bool) -> None:
+        """Make the snapshot a clean resume point: drop trailing tokens whose text never
+        arrived (a character cut in two), or everything when restarting from scratch."""
+        if restart:
+            self.snapshot.generated_ids.clear()
+            self.pending.clear()
+            self.matcher = StopMatcher(self.snapshot.params.stop)
+            return
+        while self.pending and not self.pending[-1].text:
+            self.pending.pop()
+            self.snapshot.generated_ids.pop()
+
     def emit(self, delta: Delta) -> None:
         self.text += delta.text
         self.events.put_nowait(delta)

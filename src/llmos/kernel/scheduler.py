@@ -30,9 +30,9 @@ from llmos.errors import DeviceError, Killed, LlmosError
 from llmos.kernel import capabilities
 from llmos.kernel.breaker import Breakers, FaultConfig
 from llmos.kernel.parking import ParkingLot
+from llmos.kernel.placement import Placement
 from llmos.kernel.policies import Policy, SchedConfig, make_policy
 from llmos.kernel.request import Delta, ReqState, Request
-from llmos.kernel.stops import StopMatcher
 from llmos.types import Token
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Scheduler:
         config: SchedConfig,
         hooks: Hooks,
         faults: FaultConfig | None = None,
+        placement: str = "affinity",
     ):
         self.devices = devices
         self.config = config
@@ -85,6 +86,8 @@ class Scheduler:
         self.stats = SwitchStats()
         self.parking = ParkingLot()  # suspended processes' requests: never dispatched
         self.paused: set[str] = set()  # devices being reconfigured (tuner.py): no dispatch
+        self.draining: set[str] = set()  # devices leaving (fleet.py): no dispatch
+        self.placement = Placement(placement)  # which free device a request runs on
         self._tasks: dict[Request, asyncio.Task[ReqState]] = {}
         self._abort: dict[Request, LlmosError] = {}
         self._preempting: set[Request] = set()  # cancelled before their first token
@@ -194,17 +197,21 @@ class Scheduler:
         self.schedule()
 
     def schedule(self) -> None:
-        """Fill every free slot in policy order; then let the policy pick victims."""
+        """Fill every free slot in policy order, each request on the device placement
+        picks among its route's free ones; then let the policy pick victims."""
         t0 = time.perf_counter_ns()
         acted = False
-        for dev in self.devices:
-            if not self.breakers.allows(dev.name) or dev.name in self.paused:
-                continue
+        open_ = [d for d in self.devices if self._open(d)]
+        for route, queue in self._queues.items():
+            serving = [d for d in open_ if self.routes[d.name] == route]
+            while free := [d for d in serving if len(self.running[d.name]) < d.slots]:
+                if (req := queue.pop()) is None:
+                    break
+                self._dispatch(req, self.placement.choose(req, free, self.running))
+                acted = True
+        for dev in open_:
             queue = self._queues[self.routes[dev.name]]
             running = self.running[dev.name]
-            while len(running) < dev.slots and (req := queue.pop()) is not None:
-                self._dispatch(req, dev)
-                acted = True
             head = queue.peek()
             if head is not None and len(running) >= dev.slots:
                 candidates = [
@@ -216,6 +223,29 @@ class Scheduler:
         if acted:
             self.decisions += 1
             self.decision_ns += time.perf_counter_ns() - t0
+
+    def _open(self, dev: Device) -> bool:
+        """May requests be dispatched to it now?"""
+        return self.breakers.allows(dev.name) and dev.name not in self.paused | self.draining
+
+    # -- devices coming and going (kernel/fleet.py) ----------------------------------
+    def attach(self, dev: Device) -> None:
+        """A device joins: it serves the run queue of its model and capabilities."""
+        self.routes[dev.name] = capabilities.route_for(dev, self.devices, self.routes)
+        self._queues.setdefault(self.routes[dev.name], make_policy(self.policy_name, self.config))
+        for table in (self.peak_running, self.dispatched, self.decoded):
+            table.setdefault(dev.name, 0)
+        self.running[dev.name] = set()
+        self.breakers.add(dev.name)
+        self.devices.append(dev)
+        self.schedule()
+
+    def detach(self, dev: Device) -> None:
+        """A drained device leaves (nothing runs on it). Its counters stay."""
+        assert not self.running[dev.name], "detach a device only once it is drained"
+        self.devices.remove(dev)
+        self.draining.discard(dev.name)
+        self.placement.forget_device(dev.name)
 
     # -- mechanism -----------------------------------------------------------------
     @staticmethod
@@ -287,12 +317,7 @@ class Scheduler:
 
     @staticmethod
     def _flush(req: Request, state: ReqState) -> ReqState:
-        """Release text held back for stop strings, at the true end of a request."""
-        assert req.matcher is not None
-        rest = req.matcher.flush()
-        if rest or req.pending:
-            req.emit(Delta(rest, tuple(req.pending)))
-            req.pending.clear()
+        req.flush_held()
         return state
 
     def _release(self, req: Request, dev: Device, task: asyncio.Task[ReqState]) -> None:
@@ -339,25 +364,12 @@ class Scheduler:
             why = "failed after part of the answer was sent, and cannot resume it exactly"
         else:
             log.warning("device %s failed on %s (%s): requeued", dev.name, req.id, reason)
-            self._rewind(req, restart=not exact)
+            req.rewind(restart=not exact)
             self._requeue(req, queue, expired=False, fault=True)
             return
         self._end(
             req, queue, ReqState.FINISHED_ERROR, DeviceError(f"device {dev.name} {why}: {reason}")
         )
-
-    @staticmethod
-    def _rewind(req: Request, restart: bool) -> None:
-        """Make the snapshot a clean resume point: drop trailing tokens whose text never
-        arrived (a character cut in two), or everything when restarting from scratch."""
-        if restart:
-            req.snapshot.generated_ids.clear()
-            req.pending.clear()
-            req.matcher = StopMatcher(req.snapshot.params.stop)
-            return
-        while req.pending and not req.pending[-1].text:
-            req.pending.pop()
-            req.snapshot.generated_ids.pop()
 
     def _requeue(self, req: Request, queue: Policy, expired: bool, fault: bool = False) -> None:
         """Back on the run queue as PREEMPTED; counted when others were waiting (not
