@@ -1,7 +1,8 @@
-"""Helpers of tests/test_deploy.py: the kustomize overlays under deploy/k8s rendered as
-kustomize renders them (resources, namespace, images, JSON 6902 patches; any other
-field is refused, so a new kind of kustomization cannot pass unchecked), the pod
-templates of the rendered objects, and the shape of a cluster device file."""
+"""Helpers of tests/test_deploy.py and tests/test_deploy_k8s.py: the kustomize
+directories under deploy/k8s rendered as kustomize renders them (resources, namespace,
+images, JSON 6902 patches; any other field is refused, so a new kind of kustomization
+cannot pass unchecked), the pod templates of the rendered objects, the shape of a
+cluster device file, and deploy/Dockerfile's stages as Docker parses them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -139,9 +141,7 @@ def pod_templates(obj: Obj) -> Iterator[Obj]:
 
 def find(objects: list[Obj], kind: str, name: str | None = None) -> list[Obj]:
     return [
-        o
-        for o in objects
-        if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
     ]
 
 
@@ -174,3 +174,36 @@ def check_cluster_file(text: str) -> list[Obj]:
         assert set(scale) <= {"queue_per_slot", "ttft_p95_s", "idle_s"}, scale
         assert all(isinstance(v, int | float) and v > 0 for v in scale.values()), scale
     return devices
+
+
+# -- deploy/Dockerfile ------------------------------------------------------------------
+def stages() -> list[dict[str, Any]]:
+    """The Dockerfile's stages: name, base image and instructions (parsed by Docker's rules)."""
+    out: list[dict[str, Any]] = []
+    for ins in DockerfileParser(str(DEPLOY / "Dockerfile")).structure:
+        if ins["instruction"] == "FROM":
+            image, _, name = ins["value"].partition(" AS ")
+            out.append({"name": name.strip() or None, "image": image.strip(), "ins": []})
+        elif out and ins["instruction"] != "COMMENT":
+            out[-1]["ins"].append((ins["instruction"], ins["value"]))
+    return out
+
+
+def values(stage: dict[str, Any], instruction: str) -> list[str]:
+    return [v for i, v in stage["ins"] if i == instruction]
+
+
+def arg_default(stage: dict[str, Any], name: str) -> str:
+    [value] = [v.split("=", 1)[1] for v in values(stage, "ARG") if v.startswith(f"{name}=")]
+    return value.strip('"')
+
+
+def image_home() -> str:
+    home = re.search(r"LLMOS_HOME=(\S+)", " ".join(values(stages()[-1], "ENV")))
+    assert home, "the image sets LLMOS_HOME"
+    return home.group(1)
+
+
+def option(args: list[str], name: str) -> str:
+    assert args.count(name) == 1, (name, args)
+    return args[args.index(name) + 1]

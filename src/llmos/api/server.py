@@ -8,7 +8,7 @@ import sys
 import uvicorn
 
 from llmos.api.app import create_app
-from llmos.kernel import Kernel, build_devices
+from llmos.kernel import Kernel, boot
 from llmos.kernel.backup import HomeLock
 from llmos.params import Settings
 
@@ -49,7 +49,7 @@ def serve(settings: Settings) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # engine calls are not news
-    kernel = Kernel(settings, build_devices(settings))
+    kernel = Kernel(settings, *boot.build(settings))
     app = create_app(kernel)
     app.state.on_ready.append(lambda: _announce(kernel, settings))
     config = uvicorn.Config(

@@ -140,6 +140,25 @@ def up(
         str, typer.Option(help="Back up every 30m, 1h, 1d... under LLMOS_HOME/backups; 0 = off.")
     ] = "0",
     backup_keep: Annotated[int, typer.Option(help="Scheduled backups kept (oldest pruned).")] = 7,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Join a Ray cluster: 'auto', HOST:PORT or ray://HOST:PORT (llmos[cluster])."
+        ),
+    ] = None,
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            help="The cluster file: device groups placed as Ray actors (deploy/cluster.yaml)."
+        ),
+    ] = None,
+    ray_node_ip: Annotated[
+        str | None,
+        typer.Option(help="This machine's address in the Ray cluster. Default: derived."),
+    ] = None,
+    placement: Annotated[
+        str, typer.Option(help="Where requests run: 'affinity' (prefix cache) or 'least-loaded'.")
+    ] = "affinity",
 ) -> None:
     """Start the llmos kernel and serve its HTTP API (blocks until Ctrl-C)."""
     given: dict[str, Any] = {"home": home, "threads": threads}
@@ -179,6 +198,10 @@ def up(
         tts_engine=tts_engine,
         backup_every_s=duration(backup_every, "--backup-every"),
         backup_keep=backup_keep,
+        ray_address=ray_address,
+        cluster_file=cluster,
+        ray_node_ip=ray_node_ip,
+        placement=placement,
         **{k: v for k, v in given.items() if v is not None},  # else Settings' defaults
     )
     try:

@@ -212,7 +212,8 @@ class Fleet:
 
     async def scale_to(self, g: Group, replicas: int, reason: str) -> list[dict[str, Any]]:
         """An operator's order: add or drain replicas until there are `replicas`."""
-        if not isinstance(replicas, int) or not g.policy.min <= replicas <= g.policy.max:
+        bad = isinstance(replicas, bool) or not isinstance(replicas, int)
+        if bad or not g.policy.min <= replicas <= g.policy.max:
             raise InvalidRequest(
                 f"replicas of {g.name} must be between {g.policy.min} and {g.policy.max}",
                 param="replicas",

@@ -9,7 +9,7 @@ The run queue decides *which* request goes next (the policy); placement decides
   conversation's next prompt starts with the last one's text;
 
 each only while that device is free and not overloaded: its load (running ÷ slots)
-may exceed the least-loaded free device's by at most `slack`. Otherwise, and for
+must exceed the least-loaded free device's by less than `slack`. Otherwise, and for
 everything else, the least-loaded free device wins (ties: fewest running, then the
 order devices were declared). `least-loaded` turns both rules off (a baseline).
 """
@@ -52,7 +52,7 @@ class Placement:
             preferred = (("resume", self._resumes(req)), ("affinity", self.last.get(req.pid)))
             for rule, name in preferred:
                 dev = next((d for d in free if d.name == name), None)
-                if dev is not None and load(dev) - load(least) <= self.slack:
+                if dev is not None and load(dev) - load(least) < self.slack:
                     return self._placed(req, dev, rule)
         return self._placed(req, least, "least-loaded")
 
