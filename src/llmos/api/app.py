@@ -22,6 +22,7 @@ from llmos.api import (
     routes_audio,
     routes_backup,
     routes_batches,
+    routes_cluster,
     routes_files,
     routes_jobs,
     routes_key,
@@ -80,6 +81,7 @@ def create_app(kernel: Kernel, *, manage_kernel: bool = True) -> FastAPI:
     app.include_router(routes_backup.router)  # /v1/backups: snapshots, the standby's stream
     app.include_router(routes_ask.router)  # /v1/ask: questions about the system
     app.include_router(routes_tune.router)  # /v1/tune: device auto-tuning
+    app.include_router(routes_cluster.router)  # /v1/cluster: replica groups, scaling
     app.include_router(routes_tools.router)  # /v1/tools
     app.include_router(routes_agents.router)  # /v1/processes/exec, logs, signal, wait
     app.include_router(routes_apps.router)  # /serving: apps

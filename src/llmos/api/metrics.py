@@ -15,6 +15,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from llmos.api.metrics_alerts import AlertsCollector
+from llmos.api.metrics_cluster import ClusterCollector
 from llmos.api.metrics_live import LiveCollector
 from llmos.api.metrics_perception import PerceptionCollector
 from llmos.kernel import Kernel, Request
@@ -63,6 +64,7 @@ class Metrics:
         r.register(LiveCollector(kernel))
         r.register(AlertsCollector(kernel))  # llmos:alerts_active{kind}
         r.register(PerceptionCollector(kernel))  # llmos:perception_*{kind}
+        r.register(ClusterCollector(kernel))  # replicas, scaling decisions, placements
         self.prompt_tokens = Counter("llmos:prompt_tokens", "Prompt tokens processed.", registry=r)
         self.generation_tokens = Counter("llmos:generation_tokens", "Tokens generated.", registry=r)
         self.owner_tokens = Counter(

@@ -14,6 +14,7 @@ from llmos.cli import (
     backup,
     batch,
     chat,
+    cluster,
     conv,
     fs,
     jobs,
@@ -55,6 +56,8 @@ def build_app() -> typer.Typer:
     audio.register(app)  # transcribe, say, ocr
     app.command("info")(tables.info)
     app.command("devices")(tables.devices)
+    app.command("cluster")(cluster.cluster)  # replica groups, placement, scaling events
+    app.command("scale")(cluster.scale)  # `llmos scale GROUP N` (admin)
     app.command("sched")(sched.sched)
     app.command("mcp")(mcp.serve)
     app.command("sh")(sh.sh)

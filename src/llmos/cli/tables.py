@@ -178,14 +178,28 @@ def devices(url: UrlOption = None, token: TokenOption = None) -> None:
     """List the engines the kernel schedules onto."""
     with connect(url, token) as client:
         rows: list[dict[str, Any]] = client.devices()
+    # a replica group's and a Ray node's columns, when some device has one
+    cluster = [c for c in _CLUSTER_COLUMNS if any(_device_value(d, c[1]) for d in rows)]
+    columns = [*_DEVICE_COLUMNS[:3], *cluster, *_DEVICE_COLUMNS[3:]]
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for title, key in _DEVICE_COLUMNS:
-        numeric = key not in ("name", "kind", "model", "capabilities", "healthy", "breaker")
-        table.add_column(title, justify="right" if numeric else "left", no_wrap=True)
+    for title, key in columns:
+        text = ("name", "kind", "model", "capabilities", "healthy", "breaker", "group", "node")
+        table.add_column(title, justify="left" if key in text else "right", no_wrap=True)
     for d in rows:
         healthy = d.get("healthy")
         mark = cell(healthy) if healthy is None else ("[green]yes[/]" if healthy else "[red]no[/]")
         table.add_row(
-            *(mark if key == "healthy" else cell(d.get(key)) for _, key in _DEVICE_COLUMNS)
+            *(mark if key == "healthy" else cell(_device_value(d, key)) for _, key in columns)
         )
     console().print(table)
+
+
+_CLUSTER_COLUMNS = [("GROUP", "group"), ("NODE", "node")]
+
+
+def _device_value(d: dict[str, Any], key: str) -> Any:
+    if key == "node":  # a Ray device's node (its details)
+        return (d.get("details") or {}).get("node")
+    if key == "name" and d.get("draining"):
+        return f"{d['name']} (draining)"
+    return d.get(key)

@@ -169,6 +169,9 @@ class Fleet:
         t0 = time.monotonic()
         try:
             await asyncio.wait_for(dev.start(), g.policy.start_timeout_s)
+        except asyncio.CancelledError:  # the kernel is stopping: no replica left behind
+            await _close_quietly(dev)
+            raise
         except (Exception, TimeoutError) as exc:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self.record(g, "failed", dev.name, f"{reason}; the replica did not start: {why}")

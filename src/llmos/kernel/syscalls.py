@@ -141,6 +141,7 @@ def _more() -> tuple[Syscall, ...]:
     from llmos.kernel.ask import ASK_SYSCALLS
     from llmos.kernel.backup_syscalls import BACKUP_SYSCALLS
     from llmos.kernel.batch_syscalls import BATCH_SYSCALLS
+    from llmos.kernel.cluster_syscalls import CLUSTER_SYSCALLS
     from llmos.kernel.exit_syscalls import EXIT_SYSCALLS
     from llmos.kernel.fs_syscalls import FS_SYSCALLS
     from llmos.kernel.job_syscalls import JOB_SYSCALLS
@@ -175,6 +176,7 @@ def _more() -> tuple[Syscall, ...]:
         *MCP_SYSCALLS,
         *TOOL_SYSCALLS,
         *MEDIA_SYSCALLS,
+        *CLUSTER_SYSCALLS,
     )
 
 

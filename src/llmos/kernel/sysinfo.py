@@ -64,6 +64,8 @@ async def device_infos(k: Kernel) -> list[dict[str, Any]]:
                 "dispatched": k.scheduler.dispatched[d.name],
                 "waiting": len(k.scheduler.queue(k.scheduler.routes[d.name])),
                 **k.scheduler.breakers[d.name].info(),
+                "group": g.name if (g := k.fleet.group_of(d.name)) else None,  # fleet.py
+                "draining": d.name in k.scheduler.draining,
             }
         )
     return out

@@ -18,6 +18,7 @@ from llmos.sdk._apps import AsyncAppsMixin
 from llmos.sdk._audio import AsyncAudioMixin
 from llmos.sdk._backup import AsyncBackupMixin
 from llmos.sdk._batches import AsyncBatchesMixin
+from llmos.sdk._cluster import AsyncClusterMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._fs import AsyncFilesMixin
@@ -40,6 +41,7 @@ class AsyncClient(
     AsyncAudioMixin,
     AsyncBackupMixin,
     AsyncBatchesMixin,
+    AsyncClusterMixin,
     AsyncJobsMixin,
     AsyncKeyMixin,
     AsyncLearnMixin,

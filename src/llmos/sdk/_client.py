@@ -17,6 +17,7 @@ from llmos.sdk._apps import AppsMixin
 from llmos.sdk._audio import AudioMixin
 from llmos.sdk._backup import BackupMixin
 from llmos.sdk._batches import BatchesMixin
+from llmos.sdk._cluster import ClusterMixin
 from llmos.sdk._config import DEFAULT_TIMEOUT, resolve_timeout, resolve_token, resolve_url
 from llmos.sdk._errors import error_from_response, transport_error
 from llmos.sdk._fs import FilesMixin
@@ -39,6 +40,7 @@ class Client(
     AudioMixin,
     BackupMixin,
     BatchesMixin,
+    ClusterMixin,
     JobsMixin,
     KeyMixin,
     LearnMixin,
