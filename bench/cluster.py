@@ -10,7 +10,10 @@ kernel in this process as the Ray driver.
    scaling = tokens/s with 2 replicas / tokens/s with 1 (goal >= 1.8).
 2. affinity (the real SmolLM2, one replica on each node, 1 thread, 2 slots): P
    processes hold T-turn conversations, each with its own long system prompt; a
-   turn's prompt is the last turn's plus the reply and a new question. Placement
+   turn's prompt is the last turn's plus the reply and a new question, asked after
+   a think time of 0.1-0.6 s. P is at most the slots: when every slot is busy,
+   placement takes whichever frees first (work-conserving), so affinity only
+   matters below saturation. Placement
    `affinity` vs `least-loaded`: the share of later turns' prompt tokens the
    engine's prefix cache served (cached_tokens / prompt_tokens), later turns'
    mean time to first token, and how often a turn ran where the last one did.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -124,6 +128,7 @@ async def conversations(kernel: Kernel, procs: int, turns: int, salt: str) -> di
     rows: list[tuple[Request, bool]] = []
 
     async def one(p: int) -> None:
+        think = random.Random(p)
         spawned = await kernel.call("proc.spawn", admin, {"name": f"conv{p}"})
         who = kernel.authenticate(spawned["token"])
         messages = [{"role": "system", "content": system_prompt(p, salt)}]
@@ -132,6 +137,7 @@ async def conversations(kernel: Kernel, procs: int, turns: int, salt: str) -> di
             messages.append({"role": "user", "content": f"Tell me about fact {t}."})
             req = await chat(kernel, who, messages, 16)
             messages.append({"role": "assistant", "content": req.text})
+            await asyncio.sleep(think.uniform(0.1, 0.6))  # the user reads, then asks
             if t > 0:
                 rows.append((req, req.device == last))
             last = req.device
@@ -210,8 +216,8 @@ if __name__ == "__main__":
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--delay", type=float, default=0.02, help="seconds a token, per stream")
     ap.add_argument("--slots", type=int, default=4)
-    ap.add_argument("--procs", type=int, default=6)
-    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--procs", type=int, default=4, help="conversations (<= the 4 slots)")
+    ap.add_argument("--turns", type=int, default=8)
     res = asyncio.run(main(ap.parse_args()))
     summary = {"scaling": res["scaling"]["scaling"], "scaling_run": res.pop("scaling"), **res}
     print("RESULT " + json.dumps(summary))

@@ -24,6 +24,7 @@ from llmos.kernel import Done, Kernel, Request
 from llmos.kernel.boot import group_of
 from llmos.params import Settings
 from tests._raycluster import LocalRayCluster
+from tests._upkernel import up
 from tests.conftest import MODEL
 
 pytestmark = [pytest.mark.model, pytest.mark.cluster]
@@ -83,16 +84,16 @@ async def two_nodes(cluster: LocalRayCluster, tmp_path: Path) -> AsyncIterator[K
     await kernel.stop()
 
 
-async def chat(kernel: Kernel, n: int, **extra: Any) -> Request:
-    args = {
-        "model": kernel.models()[0],
-        "messages": STORY,
-        "max_tokens": n,
-        "temperature": 0,
-        "seed": 1,
-    }
-    req: Request = await kernel.call("llm.chat", kernel.authenticate("adm"), {**args, **extra})
+async def chat(kernel: Kernel, n: int, who: Any = None) -> Request:
+    model = kernel.models()[0]
+    args = {"model": model, "messages": STORY, "max_tokens": n, "temperature": 0, "seed": 1}
+    req: Request = await kernel.call("llm.chat", who or kernel.authenticate("adm"), args)
     return req
+
+
+async def process(kernel: Kernel, name: str) -> Any:
+    spawned = await kernel.call("proc.spawn", kernel.authenticate("adm"), {"name": name})
+    return kernel.authenticate(spawned["token"])
 
 
 async def finished(req: Request, timeout: float = 120) -> Request:
@@ -123,7 +124,8 @@ async def test_replicas_run_on_both_nodes_and_answer_as_the_engine_does(
 ) -> None:
     nodes = {device(two_nodes, n).placed["node_ip"] for n in ("b-0", "a-0")}
     assert nodes == {"127.0.0.2", "127.0.0.3"}
-    first, second = await asyncio.gather(chat(two_nodes, 24), chat(two_nodes, 24))
+    p, q = await process(two_nodes, "p"), await process(two_nodes, "q")
+    first, second = await asyncio.gather(chat(two_nodes, 24, p), chat(two_nodes, 24, q))
     await finished(first)
     await finished(second)
     assert {first.device, second.device} == {"a-0", "b-0"}  # least-loaded: one each
@@ -208,6 +210,31 @@ async def test_an_idle_group_scales_back_down_to_its_minimum(
         assert all(r.error is None and r.output_tokens == 40 for r in reqs)
     finally:
         await kernel.stop()
+
+
+def test_llmos_up_joins_the_cluster_and_serves_through_its_replicas(
+    cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "devices:\n"
+        "  - name: m\n"
+        "    engine: mock\n"
+        "    slots: 2\n"
+        "    resources: {num_cpus: 0, custom: {node_b: 0.1}}\n"
+        "    replicas: {min: 1, max: 2}\n"
+    )
+    options = ["--ray-address", cluster.address, "--cluster", str(spec)]
+    with up(tmp_path / "home", tmp_path / "log", "adm", *options) as (_, http):
+        body = {"model": "mock", "messages": STORY, "max_tokens": 5}
+        r = http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 5
+        (group,) = http.get("/v1/cluster").json()["groups"]
+        assert (group["group"], group["replicas"], group["devices"]) == ("m", 1, ["m-0"])
+        devices = {d["name"]: d for d in http.get("/v1/sys/devices").json()["data"]}
+        assert devices["m-0"]["kind"] == "ray" and devices["m-0"]["group"] == "m"
+        assert devices["m-0"]["details"]["node_ip"] == cluster.nodes["b"]
 
 
 async def test_a_node_that_dies_mid_generation_loses_nothing(

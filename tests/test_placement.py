@@ -44,7 +44,7 @@ def test_least_loaded_then_fewest_running_then_declared_order() -> None:
 
 
 def test_affinity_holds_within_the_slack_and_yields_beyond_it() -> None:
-    p = Placement()
+    p = Placement(slack=0.5)
     devs, running = fleet(0, 0)
     assert p.choose(Req(7), devs, running).name == "d0"
     running["d0"] = [object()]  # 0.25 busier than d1: within the slack
@@ -146,6 +146,7 @@ async def test_a_process_follows_its_last_device_until_that_one_is_overloaded(
     tmp_path: Path,
 ) -> None:
     k = await boot(tmp_path)
+    k.scheduler.placement.slack = 0.5
     a, b, c = await procs(k, 3)
     await warm(k, [a, b, c])
     first = await chat(k, a, 200)  # a's affinity wins over the idle mock1 ...

@@ -24,7 +24,7 @@ from llmos.devices.base import Device
 from llmos.errors import InvalidRequest
 from llmos.params import PLACEMENTS
 
-SLACK = 0.5  # how much busier than the least-loaded device a preferred one may be
+SLACK = 0.75  # a preferred device may be busier than the least-loaded by less than this
 REMEMBERED = 10_000  # processes whose last device is kept (least recently used go)
 
 
