@@ -40,6 +40,8 @@ class LocalRayCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="lr", dir="/tmp"))
         self.port = free_port()
         self.address = f"{HEAD_IP}:{self.port}"
+        self.client_port = free_port()
+        self.client_address = f"ray://{HEAD_IP}:{self.client_port}"  # Ray Client
         self.nodes: dict[str, str] = {}  # node name -> its address
         self.env = {
             **os.environ,
@@ -75,6 +77,7 @@ class LocalRayCluster:
                 f"--node-ip-address={HEAD_IP}",
                 f"--port={self.port}",
                 "--include-dashboard=false",
+                f"--ray-client-server-port={self.client_port}",
                 f"--num-cpus={cpus}",
                 f"--resources={json.dumps(resources)}",
             ]

@@ -276,6 +276,9 @@ def test_the_sync_sdk_and_the_cli(live: str) -> None:
     assert devices.exit_code == 0, devices.output
     header, *rows = devices.stdout.splitlines()
     assert header.split()[:5] == ["NAME", "KIND", "MODEL", "GROUP", "NODE"]
+    at = next(i for i, r in enumerate(rows) if r.split()[:3] == ["AGE", "GROUP", "ACTION"])
+    rows, decisions = rows[:at], rows[at + 1 :]  # the autoscaler's latest decisions follow
+    assert decisions[0].split()[1:4] == ["g", "up", "g-1"]
     assert {tuple(r.split()[:5]) for r in rows} == {
         ("g-0", "mock", "mock", "g", "-"),
         ("g-1", "mock", "mock", "g", "-"),

@@ -212,9 +212,12 @@ async def test_an_idle_group_scales_back_down_to_its_minimum(
         await kernel.stop()
 
 
+@pytest.mark.parametrize("how", ["gcs", "ray-client"])
 def test_llmos_up_joins_the_cluster_and_serves_through_its_replicas(
-    cluster: LocalRayCluster, tmp_path: Path
+    cluster: LocalRayCluster, tmp_path: Path, how: str
 ) -> None:
+    """As a driver (HOST:PORT, tokens streamed) or through Ray Client (ray://HOST:PORT,
+    which cannot stream: the kernel pulls the events the actor buffers)."""
     spec = tmp_path / "cluster.yaml"
     spec.write_text(
         "devices:\n"
@@ -224,12 +227,16 @@ def test_llmos_up_joins_the_cluster_and_serves_through_its_replicas(
         "    resources: {num_cpus: 0, custom: {node_b: 0.1}}\n"
         "    replicas: {min: 1, max: 2}\n"
     )
-    options = ["--ray-address", cluster.address, "--cluster", str(spec)]
+    address = cluster.address if how == "gcs" else cluster.client_address
+    options = ["--ray-address", address, "--cluster", str(spec)]
     with up(tmp_path / "home", tmp_path / "log", "adm", *options) as (_, http):
         body = {"model": "mock", "messages": STORY, "max_tokens": 5}
         r = http.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == 5
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+            chunks = [line for line in s.iter_lines() if line.startswith("data: {")]
+        assert len(chunks) >= 5 and s.status_code == 200
         (group,) = http.get("/v1/cluster").json()["groups"]
         assert (group["group"], group["replicas"], group["devices"]) == ("m", 1, ["m-0"])
         devices = {d["name"]: d for d in http.get("/v1/sys/devices").json()["data"]}

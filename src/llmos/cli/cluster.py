@@ -42,7 +42,7 @@ def cluster(
     counts = ", ".join(f"{rule} {n}" for rule, n in sorted(placement["counts"].items()))
     out.print(f"placement: {placement['mode']}" + (f" ({counts})" if counts else ""))
     if rows:
-        out.print(_events_table(rows))
+        out.print(events_table(rows))
     elif events:
         out.print("no scaling events yet")
 
@@ -64,7 +64,7 @@ def scale(
     out = console()
     out.print(f"{escape(result['group'])}: {result['replicas']} replicas")
     if result["events"]:
-        out.print(_events_table(result["events"]))
+        out.print(events_table(result["events"]))
 
 
 def _groups_table(groups: list[dict[str, Any]]) -> Table:
@@ -88,7 +88,7 @@ def _groups_table(groups: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _events_table(rows: list[dict[str, Any]]) -> Table:
+def events_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for title in ("AGE", "GROUP", "ACTION", "DEVICE", "REPLICAS", "REASON"):
         table.add_column(title, justify="right" if title in ("AGE", "REPLICAS") else "left")

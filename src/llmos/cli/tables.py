@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from llmos.cli._shared import TokenOption, UrlOption, age, cell, connect, console
+from llmos.cli.cluster import events_table
 from llmos.params import DEFAULT_PRIORITY, MAX_PRIORITY
 
 _STATE_STYLE = {
@@ -178,6 +179,8 @@ def devices(url: UrlOption = None, token: TokenOption = None) -> None:
     """List the engines the kernel schedules onto."""
     with connect(url, token) as client:
         rows: list[dict[str, Any]] = client.devices()
+        grouped = any(d.get("group") for d in rows)
+        decisions = client.cluster_events(DECISIONS_SHOWN) if grouped else []
     # a replica group's and a Ray node's columns, when some device has one
     cluster = [c for c in _CLUSTER_COLUMNS if any(_device_value(d, c[1]) for d in rows)]
     columns = [*_DEVICE_COLUMNS[:3], *cluster, *_DEVICE_COLUMNS[3:]]
@@ -192,8 +195,11 @@ def devices(url: UrlOption = None, token: TokenOption = None) -> None:
             *(mark if key == "healthy" else cell(_device_value(d, key)) for _, key in columns)
         )
     console().print(table)
+    if decisions:  # the autoscaler's latest, newest first (all of them: llmos cluster)
+        console().print(events_table(decisions))
 
 
+DECISIONS_SHOWN = 5
 _CLUSTER_COLUMNS = [("GROUP", "group"), ("NODE", "node")]
 
 

@@ -32,6 +32,7 @@ NAMESPACE = "llmos"
 CALL_TIMEOUT_S = 60.0  # tokenize, render_chat and the like
 HEALTH_TIMEOUT_S = 5.0
 CANCEL_TIMEOUT_S = 10.0  # waiting for a cancelled generation to close on the actor
+PULL_WAIT_S = 5.0  # Ray Client: how long one pull waits for the next event
 
 
 def _ray() -> Any:
@@ -190,9 +191,32 @@ class RayDevice(Device):
 
     def details(self) -> dict[str, Any]:
         keys = ("node_id", "node_ip", "host", "pid")
-        return {"engine": self.spec.engine, **{k: self.placed.get(k) for k in keys}}
+        where = {k: self.placed.get(k) for k in keys}
+        return {"engine": self.spec.engine, "node": self.placed.get("node_ip"), **where}
 
-    async def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+    def generate(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+        if _ray().util.client.ray.is_connected():  # Ray Client cannot stream: pull
+            return self._pulled(snapshot)
+        return self._streamed(snapshot)
+
+    async def _pulled(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
+        """Through Ray Client (ray://): the actor buffers the events, the kernel pulls
+        what is ready (waiting up to PULL_WAIT_S for the first) and cancels the rest."""
+        sid = await self._call("open", snapshot)
+        ended = False
+        self.in_flight += 1
+        try:
+            while not ended:
+                events, ended = await self._call("next", sid, PULL_WAIT_S)
+                for event in events:
+                    yield event
+        finally:
+            self.in_flight -= 1
+            if not ended:
+                with contextlib.suppress(DeviceError):
+                    await self._call("cancel", sid, timeout=CANCEL_TIMEOUT_S)
+
+    async def _streamed(self, snapshot: Snapshot) -> AsyncGenerator[DeviceEvent, None]:
         if self.actor is None:
             raise DeviceError(f"replica {self.name} is not running")
         ray = _ray()

@@ -10,6 +10,9 @@ This module is imported on the nodes: it needs ray only through its caller."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import os
 import socket
 from collections.abc import AsyncGenerator
@@ -64,6 +67,8 @@ class EngineHost:
 
     def __init__(self, spec: DeviceSpec, name: str) -> None:
         self.device = build(spec, name)
+        self._ids = itertools.count(1)
+        self._pulled: dict[int, tuple[asyncio.Task[None], asyncio.Queue[Any]]] = {}
 
     async def start(self) -> dict[str, Any]:
         import ray
@@ -116,3 +121,50 @@ class EngineHost:
         async with aclosing(self.device.generate(snapshot)) as events:
             async for event in events:
                 yield event
+
+    # -- pulled streams, for kernels on Ray Client (ray://), which cannot stream ----
+    async def open(self, snapshot: Snapshot) -> int:
+        """Start a generation whose events the kernel pulls with `next`."""
+        sid = next(self._ids)
+        queue: asyncio.Queue[DeviceEvent | BaseException | None] = asyncio.Queue()
+
+        async def run() -> None:
+            try:
+                async with aclosing(self.device.generate(snapshot)) as events:
+                    async for event in events:
+                        queue.put_nowait(event)
+                queue.put_nowait(None)
+            except Exception as exc:  # handed to the kernel by `next`
+                queue.put_nowait(exc)
+
+        self._pulled[sid] = (asyncio.get_running_loop().create_task(run()), queue)
+        return sid
+
+    async def next(self, sid: int, wait_s: float) -> tuple[list[DeviceEvent], bool]:
+        """The events ready (waiting up to `wait_s` for the first), and whether the
+        generation has ended. Raises what the generation raised."""
+        task, queue = self._pulled[sid]
+        out: list[DeviceEvent] = []
+        try:
+            item = await asyncio.wait_for(queue.get(), wait_s)
+        except TimeoutError:
+            return out, False
+        while True:
+            if item is None or isinstance(item, BaseException):
+                self._pulled.pop(sid, None)
+                await task
+                if isinstance(item, BaseException):
+                    raise item
+                return out, True
+            out.append(item)
+            if queue.empty():
+                return out, False
+            item = queue.get_nowait()
+
+    async def cancel(self, sid: int) -> None:
+        """Stop a pulled generation; returns once its slot is free."""
+        entry = self._pulled.pop(sid, None)
+        if entry is not None:
+            entry[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await entry[0]
