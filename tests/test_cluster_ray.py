@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from llmos.devices import cluster_spec
+from llmos.devices import cluster_spec, default_model_path
 from llmos.devices.ray_device import RayDevice, connect, disconnect
 from llmos.kernel import Done, Kernel, Request
 from llmos.kernel.boot import group_of
 from llmos.params import Settings
+from tests._llama_server import llama_server
 from tests._raycluster import LocalRayCluster
 from tests._upkernel import up
 from tests.conftest import MODEL
@@ -156,6 +157,30 @@ async def test_a_killed_actor_mid_generation_loses_nothing(two_nodes: Kernel) ->
     fresh = device(two_nodes, event["device"])
     assert fresh.placed["node_ip"] == "127.0.0.3"
     assert "b-0" not in {d.name for d in two_nodes.devices}
+
+
+async def test_an_openai_compatible_server_is_reached_from_a_replica_on_a_node(
+    cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    with llama_server(default_model_path(), slots=2, ctx=512, threads=1) as url:
+        group = {
+            "name": "o",
+            "engine": "openai",
+            "url": url + "/v1",
+            "model": "smol-http",
+            "slots": 2,
+            "ctx": 512,
+            "resources": {"num_cpus": 0, "custom": {"node_b": 0.1}},
+        }
+        kernel = await started(tmp_path, [group])
+        try:
+            (dev,) = kernel.devices
+            assert isinstance(dev, RayDevice) and dev.placed["node_ip"] == "127.0.0.3"
+            assert dev.placed["kind"] == "openai-http"
+            req = await finished(await chat(kernel, 12))
+            assert req.error is None and req.output_tokens == 12 and req.text
+        finally:
+            await kernel.stop()
 
 
 def mock_group(**autoscale: Any) -> dict[str, Any]:
