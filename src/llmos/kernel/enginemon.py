@@ -33,8 +33,11 @@ class EngineMonitor:
             async with asyncio.timeout(self.timeout_s):
                 return await d.engine_metrics()
 
-        answers = await asyncio.gather(*(one(d) for d in self.devices), return_exceptions=True)
-        for d, got in zip(self.devices, answers, strict=True):
+        devices = list(self.devices)  # replicas may come and go meanwhile (fleet.py)
+        answers = await asyncio.gather(*(one(d) for d in devices), return_exceptions=True)
+        for name in set(self.last) - {d.name for d in devices}:
+            del self.last[name]
+        for d, got in zip(devices, answers, strict=True):
             if isinstance(got, BaseException):
                 if not isinstance(got, TimeoutError):
                     log.warning("engine metrics of %s failed: %r", d.name, got)

@@ -116,6 +116,8 @@ class Sampler:
         self._last = now
         s = self.k.scheduler
         devices: dict[str, dict[str, float]] = {}
+        for gone in set(self.device_rates) - {d.name for d in self.k.devices}:
+            del self.device_rates[gone]  # a replica that left (fleet.py)
         for d in self.k.devices:
             rate = (s.decoded[d.name] - self._decoded.get(d.name, 0)) / dt
             self._decoded[d.name] = s.decoded[d.name]
