@@ -145,14 +145,16 @@ class RayDevice(Device):
             return
         actor, self.actor = self.actor, None
         with contextlib.suppress(Exception):  # dead or stuck: killing it is enough
-            await asyncio.wait_for(actor.close.remote(), HEALTH_TIMEOUT_S)
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                await actor.close.remote()
         _ray().kill(actor)
 
     async def _call(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         if self.actor is None:
             raise DeviceError(f"replica {self.name} is not running")
         try:
-            return await asyncio.wait_for(getattr(self.actor, method).remote(*args), timeout)
+            async with asyncio.timeout(timeout):  # wait_for can lose a cancellation (3.11)
+                return await getattr(self.actor, method).remote(*args)
         except TimeoutError:
             raise DeviceError(
                 f"replica {self.name} did not answer {method} in {timeout:g} s"
@@ -248,7 +250,8 @@ async def _wait_closed(stream: Any) -> None:
                 return
 
     try:
-        await asyncio.wait_for(drain(), CANCEL_TIMEOUT_S)
+        async with asyncio.timeout(CANCEL_TIMEOUT_S):
+            await drain()
     except Exception:  # the actor died meanwhile, or took too long: nothing runs there now
         log.debug("cancelled stream did not end cleanly", exc_info=True)
 

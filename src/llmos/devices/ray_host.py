@@ -146,7 +146,8 @@ class EngineHost:
         task, queue = self._pulled[sid]
         out: list[DeviceEvent] = []
         try:
-            item = await asyncio.wait_for(queue.get(), wait_s)
+            async with asyncio.timeout(wait_s):
+                item = await queue.get()
         except TimeoutError:
             return out, False
         while True:

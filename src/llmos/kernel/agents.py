@@ -34,7 +34,7 @@ import psutil
 
 import llmos
 from llmos.errors import InvalidRequest, Killed, Overloaded, StillRunning
-from llmos.kernel import childproc
+from llmos.kernel import bgtask, childproc
 from llmos.kernel.agentlog import LogChunk, LogSink
 from llmos.kernel.process import Process, ProcState
 from llmos.params import (
@@ -278,13 +278,11 @@ class Agents:
                     f"process {proc.pid} runs no program: nothing to wait for", param="pid"
                 )
             return proc
-        try:
-            await asyncio.wait_for(agent.done.wait(), timeout_s)
-        except TimeoutError:
+        if not await bgtask.wait(agent.done, timeout_s):
             raise StillRunning(
                 f"process {proc.pid} is still running after {timeout_s:g}s; wait again",
                 param="timeout_s",
-            ) from None
+            )
         return proc
 
     def logs(

@@ -21,7 +21,6 @@ in_progress → cancelling → cancelled, in_progress → expired (deadline or w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import sqlite3
@@ -244,8 +243,7 @@ class BatchRunner:
                         log.exception("batch %s: could not advance; trying again", batch.id)
             except sqlite3.Error:
                 log.exception("batches: could not read the active batches")
-            with contextlib.suppress(TimeoutError):  # a tick: deadlines, job progress
-                await asyncio.wait_for(self._wake.wait(), BATCH_TICK_S)
+            await bgtask.wait(self._wake, BATCH_TICK_S)  # or a tick: deadlines, progress
 
     async def _step(self, batch: Batch) -> None:
         now = time.time()

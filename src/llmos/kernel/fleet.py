@@ -168,7 +168,8 @@ class Fleet:
         dev = g.make(g.new_name())
         t0 = time.monotonic()
         try:
-            await asyncio.wait_for(dev.start(), g.policy.start_timeout_s)
+            async with asyncio.timeout(g.policy.start_timeout_s):  # see bgtask.py
+                await dev.start()
         except asyncio.CancelledError:  # the kernel is stopping: no replica left behind
             await _close_quietly(dev)
             raise

@@ -11,7 +11,6 @@ it (a dead one fails those requests' streams, which trips the breaker)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -53,8 +52,7 @@ class HealthMonitor:
                 await self.check()
             except Exception:  # a bug here must not end health checking for good
                 log.exception("health check round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_wait())
+            await bgtask.wait(self._wake, self._next_wait())
             self._wake.clear()
 
     async def check(self) -> None:
@@ -78,7 +76,8 @@ class HealthMonitor:
     async def _probe(self, dev: Device) -> tuple[bool, str]:
         decoded = self.scheduler.decoded[dev.name]
         try:
-            ok = await asyncio.wait_for(dev.health(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: see bgtask.py
+                ok = await dev.health()
         except TimeoutError:
             if self.scheduler.decoded[dev.name] > decoded or self.scheduler.running[dev.name]:
                 # Busy, not dead: it decodes, or holds requests whose own streams will

@@ -190,7 +190,8 @@ async def hill_climb(
                 climb.stopped = "time budget"
                 break
             try:  # nor may it overrun (a machine busy with other work is slower)
-                t = await asyncio.wait_for(trial(config, step), left)
+                async with asyncio.timeout(left):  # not wait_for: see bgtask.py
+                    t = await trial(config, step)
             except TimeoutError:
                 climb.stopped = "time budget"
                 break
