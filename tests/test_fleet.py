@@ -16,7 +16,7 @@ from llmos.devices import Device, MockDevice
 from llmos.errors import DeviceError, InvalidRequest, NotFound
 from llmos.kernel import Caller, Kernel, ReqState, Request
 from llmos.kernel.fleet import Group, ScalePolicy
-from llmos.params import Settings
+from llmos.params import JOBS_PER_SLOT, Settings
 from tests._faults import FAST, assert_books_balance, done, reference, until
 
 ADMIN = "adm"
@@ -251,3 +251,15 @@ def test_a_policy_needs_min_at_most_max(tmp_path: Path) -> None:
         with pytest.raises(InvalidRequest) as err:
             ScalePolicy(min=lo, max=hi).check("cluster.g")
         assert err.value.param == "cluster.g.replicas"
+
+
+async def test_the_job_and_batch_runners_follow_the_slots_of_the_replicas(tmp_path: Path) -> None:
+    k, g = await boot(tmp_path, ScalePolicy(min=1, max=2, idle_s=3600), slots=3)
+    slots = 3
+    assert (k.admission.slots, k.batches.slots) == (slots, slots)
+    await k.fleet.scale_to(g, 2, "test")
+    assert (k.admission.slots, k.batches.slots) == (2 * slots, 2 * slots)
+    assert k.jobs.capacity == 2 * slots * JOBS_PER_SLOT
+    await k.fleet.scale_to(g, 1, "test")
+    assert k.jobs.capacity == slots * JOBS_PER_SLOT and k.batches.slots == slots
+    await k.stop()

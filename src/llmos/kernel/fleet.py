@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.devices.base import Device
 from llmos.errors import InvalidRequest, NotFound
+from llmos.params import JOBS_PER_SLOT
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -180,7 +181,7 @@ class Fleet:
             return None
         g.members.append(dev)
         self.k.scheduler.attach(dev)
-        self.k.admission.slots = max(1, sum(d.slots for d in self.k.devices))
+        slots_changed(self.k)
         self.record(g, action, dev.name, reason, start_s=round(time.monotonic() - t0, 3))
         return dev
 
@@ -197,7 +198,7 @@ class Fleet:
             await asyncio.sleep(DRAIN_POLL_S)
         s.detach(dev)
         g.members.remove(dev)
-        self.k.admission.slots = max(1, sum(d.slots for d in self.k.devices))
+        slots_changed(self.k)
         await _close_quietly(dev)
         self.record(
             g, action, dev.name, reason, moved=moved, drain_s=round(time.monotonic() - t0, 3)
@@ -245,6 +246,15 @@ async def _close_quietly(dev: Device) -> None:
         await dev.close()
     except Exception:  # a dead replica may not close cleanly; it is gone either way
         log.warning("closing %s failed", dev.name, exc_info=True)
+
+
+def slots_changed(k: Kernel) -> None:
+    """The kernel's slots changed (a replica came or went, a device was retuned):
+    admission's Retry-After, the job runner's and the batch runner's capacity follow."""
+    slots = max(1, sum(d.slots for d in k.devices))
+    k.admission.slots = slots
+    k.jobs.capacity = slots * JOBS_PER_SLOT
+    k.batches.slots = slots
 
 
 def _names(devices: list[Device]) -> set[str]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.devices.base import Device
 from llmos.errors import InvalidRequest, NotFound, Overloaded
-from llmos.kernel import bgtask, calibrate
+from llmos.kernel import bgtask, calibrate, fleet
 from llmos.kernel.tune_online import figures, live, propose
 from llmos.kernel.tune_search import (
     Climb,
@@ -41,7 +41,6 @@ from llmos.kernel.tune_search import (
     hill_climb,
     not_worse,
 )
-from llmos.params import JOBS_PER_SLOT
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -255,9 +254,7 @@ class Tuner:
         return TuneConfig.of(dev)
 
     def _capacity_changed(self) -> None:
-        slots = sum(d.slots for d in self.k.devices)
-        self.k.admission.slots = max(1, slots)
-        self.k.jobs.capacity = max(1, slots * JOBS_PER_SLOT)
+        fleet.slots_changed(self.k)
 
     def _lengths(self, dev: Device) -> list[int]:
         rows = self.k.store.telemetry(TELEMETRY_ROWS)
