@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest
-from llmos.kernel.sysdefs import ADMINS, READERS, Syscall
+from llmos.kernel.sysdefs import ADMINS, READERS, Syscall, int_in
 from llmos.kernel.tokens import Caller
 from llmos.params import MAX_INT
 
@@ -17,23 +17,16 @@ if TYPE_CHECKING:
 MAX_ALERT_LIST = 1000  # alerts one alert.list may return
 
 
-def _int(a: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int:
-    value = a.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidRequest(f"{key} must be an integer from {low} to {high}", param=key)
-    return value
-
-
 async def _alert_list(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
     active_only = a.get("active_only", False)
     if not isinstance(active_only, bool):
         raise InvalidRequest("active_only must be true or false", param="active_only")
-    limit = _int(a, "limit", 100, 1, MAX_ALERT_LIST)
+    limit = int_in(a, "limit", 100, 1, MAX_ALERT_LIST)
     return {"object": "list", "data": k.anomalies.visible(c, active_only, limit)}
 
 
 async def _alert_clear(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    return k.anomalies.clear(_int(a, "id", None, 1, MAX_INT)).to_dict()
+    return k.anomalies.clear(int_in(a, "id", None, 1, MAX_INT)).to_dict()
 
 
 ALERT_SYSCALLS = (

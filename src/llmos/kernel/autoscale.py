@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from llmos.kernel import bgtask
 from llmos.kernel.fleet import Group
+from llmos.kernel.percentile import percentile
 from llmos.kernel.request import Request
 
 if TYPE_CHECKING:
@@ -64,8 +65,7 @@ class Autoscaler:
 
     def p95_ttft(self, model: str) -> float | None:
         horizon = time.monotonic() - WINDOW_S
-        values = sorted(t for at, t in self.ttft.get(model, ()) if at >= horizon)
-        return values[int(0.95 * (len(values) - 1))] if values else None
+        return percentile((t for at, t in self.ttft.get(model, ()) if at >= horizon), 95)
 
     async def _loop(self) -> None:
         while True:

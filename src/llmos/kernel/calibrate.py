@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 from llmos.devices.base import Device
 from llmos.errors import Overloaded
-from llmos.kernel.tune_search import Measure, percentile
+from llmos.kernel.percentile import percentile
+from llmos.kernel.tune_search import Measure
 from llmos.types import SamplingParams, Snapshot, Token
 
 if TYPE_CHECKING:
@@ -54,9 +55,7 @@ async def hold(k: Kernel, dev: Device, drain_s: float = DRAIN_S) -> AsyncIterato
     sched = k.scheduler
     sched.paused.add(dev.name)
     try:
-        for req in list(sched.running[dev.name]):
-            if sched._switchable(req, dev):  # the scheduler's own rule
-                sched.preempt(req)
+        sched.evacuate(dev)
         deadline = time.monotonic() + drain_s
         while sched.running[dev.name]:
             if time.monotonic() > deadline:

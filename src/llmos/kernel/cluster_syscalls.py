@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import InvalidRequest
-from llmos.kernel.sysdefs import ADMINS, READERS, Syscall
+from llmos.kernel.sysdefs import ADMINS, READERS, Syscall, int_in
 from llmos.kernel.tokens import Caller
 
 if TYPE_CHECKING:
@@ -35,9 +35,7 @@ async def _cluster_status(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
 
 
 async def _cluster_events(k: Kernel, c: Caller, a: dict[str, Any]) -> Any:
-    limit = a.get("limit", 50)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_EVENTS:
-        raise InvalidRequest(f"limit must be an integer 1..{MAX_EVENTS}", param="limit")
+    limit = int_in(a, "limit", 50, 1, MAX_EVENTS)
     name = _group_name(a, required=False)
     if name is not None:
         k.fleet.group(name)  # NotFound names the groups there are

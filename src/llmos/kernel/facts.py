@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from llmos.kernel import access
+from llmos.kernel.percentile import percentile
 from llmos.kernel.tokens import Caller
 
 if TYPE_CHECKING:
@@ -44,14 +45,6 @@ class Facts:
     sentences: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     key: list[Figure] = field(default_factory=list)
-
-
-def _pct(values: list[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def _mb(n: float) -> int:
@@ -112,8 +105,8 @@ def _latency(facts: Facts, rows: list[dict[str, Any]], mins: str) -> None:
     ttft = [r["ttft_s"] for r in rows if r["ttft_s"] is not None]
     wait = [r["queue_wait_s"] for r in rows if r["queue_wait_s"] is not None]
     failed = sum(r["finish_reason"] not in ("stop", "length") for r in rows)
-    p50, p95 = _pct(e2e, 50), _pct(e2e, 95)
-    ttft50, wait50 = _pct(ttft, 50), _pct(wait, 50)
+    p50, p95 = percentile(e2e, 50), percentile(e2e, 95)
+    ttft50, wait50 = percentile(ttft, 50), percentile(wait, 50)
     facts.data.update(
         requests=len(rows),
         errors=failed,

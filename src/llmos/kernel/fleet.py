@@ -190,10 +190,7 @@ class Fleet:
         s = self.k.scheduler
         s.draining.add(dev.name)
         t0 = time.monotonic()
-        moved = 0
-        for req in list(s.running[dev.name]):
-            if s._switchable(req, dev) and s.preempt(req):
-                moved += 1
+        moved = s.evacuate(dev)
         while s.running[dev.name]:
             await asyncio.sleep(DRAIN_POLL_S)
         s.detach(dev)

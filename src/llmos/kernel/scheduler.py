@@ -189,6 +189,12 @@ class Scheduler:
                 if self._switchable(req, dev):
                     self.preempt(req)
 
+    def evacuate(self, dev: Device) -> int:
+        """Ask every request on `dev` that can resume exactly to leave its slot at its
+        next token boundary (a drain, a retune); returns how many were asked."""
+        running = [r for r in self.running[dev.name] if self._switchable(r, dev)]
+        return sum(self.preempt(r) for r in running)
+
     def resume(self, pid: int) -> None:
         """Its parked requests become runnable again, in their order."""
         for req in self.parking.release(pid):

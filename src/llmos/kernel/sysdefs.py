@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmos.errors import InvalidRequest
+
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
     from llmos.kernel.tokens import Caller
@@ -21,6 +23,14 @@ READERS = frozenset({"admin", "user", "viewer", "process"})  # read-only calls
 ALL = frozenset({"admin", "user", "process"})  # calls that change something
 HUMANS = frozenset({"admin", "user"})
 ADMINS = frozenset({"admin"})
+
+
+def int_in(a: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int:
+    """An integer argument within low..high (a bool is not one); else InvalidRequest."""
+    value = a.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{key} must be an integer from {low} to {high}", param=key)
+    return value
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import psutil
 from llmos.errors import InvalidRequest
 from llmos.kernel import bgtask
 from llmos.kernel.enginemon import EngineMonitor
+from llmos.kernel.percentile import percentile
 from llmos.kernel.request import Request
 from llmos.kernel.sysdefs import READERS, Syscall
 from llmos.kernel.tokens import Caller
@@ -54,14 +54,6 @@ class Sample:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 class Sampler:
@@ -155,9 +147,9 @@ class Sampler:
             tokens_per_s=sum(self.device_rates.values()),
             finished=len(done),
             errors=errors,
-            ttft_p50_s=_pct(ttft, 50),
-            e2e_p50_s=_pct(e2e, 50),
-            e2e_p95_s=_pct(e2e, 95),
+            ttft_p50_s=percentile(ttft, 50),
+            e2e_p50_s=percentile(e2e, 50),
+            e2e_p95_s=percentile(e2e, 95),
             cpu_percent=self.me.cpu_percent(None),
             rss_bytes=mem.rss,
             children_cpu_percent=ccpu,

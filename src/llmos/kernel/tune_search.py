@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmos.devices.base import Device
+from llmos.kernel.percentile import percentile
 
 MAX_SLOTS = 16
 BATCHES = (128, 256, 512)
@@ -205,15 +205,6 @@ async def hill_climb(
         climb.best = moved
         if climb.stopped == "time budget":
             return climb
-
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    data = sorted(values)
-    if not data:
-        return None
-    if len(data) == 1:
-        return data[0]
-    return statistics.quantiles(data, n=100, method="inclusive")[max(1, min(99, round(q))) - 1]
 
 
 def context_for(lengths: list[int], need: int, current: int, train: int | None) -> int:
