@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from llmos.devices import cluster_spec
+from llmos.devices import cluster_spec, ray_device
 from llmos.devices.ray_device import node_ip_for
-from llmos.errors import InvalidRequest
+from llmos.errors import InvalidRequest, Unavailable
 from llmos.kernel.boot import build, group_of
 from llmos.params import DEFAULT_MODEL_NAME, Settings
 
@@ -97,6 +97,61 @@ def test_a_loopback_cluster_address_is_this_drivers_node_address() -> None:
     assert node_ip_for("ray://127.0.0.5:10001") == "127.0.0.5"
     assert node_ip_for("127.0.0.1:6379") is None  # Ray rewrites it anyway
     assert node_ip_for("auto") is None and node_ip_for("head.example:6379") is None
+
+
+class FlakyInit:
+    """ray.init that fails as Ray Client's proxy does when the server it starts for
+    this client dies (a known Ray flake), `fails` times, then joins."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+        self.calls: list[str] = []
+
+    def __call__(self, address: str, **kwargs: Any) -> None:
+        self.calls.append(address)
+        if len(self.calls) <= self.fails:
+            raise ConnectionAbortedError("Starting Ray client server failed")
+
+
+@pytest.fixture
+def flaky_ray(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import ray
+
+    monkeypatch.setattr(ray_device, "CLIENT_RETRY_S", 0.0)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+
+    def install(fails: int) -> FlakyInit:
+        init = FlakyInit(fails)
+        monkeypatch.setattr(ray, "init", init)
+        return init
+
+    return install
+
+
+def test_a_ray_client_join_is_tried_again_when_the_head_fails_to_start_its_server(
+    flaky_ray: Any,
+) -> None:
+    init = flaky_ray(fails=2)
+    joined = ray_device.connect("ray://127.0.0.2:10001")
+    assert joined == {"nodes": 1, "resources": {"CPU": 2.0}}
+    assert init.calls == ["ray://127.0.0.2:10001"] * 3
+
+
+def test_a_ray_client_join_gives_up_clearly(flaky_ray: Any) -> None:
+    init = flaky_ray(fails=99)
+    with pytest.raises(Unavailable) as err:
+        ray_device.connect("ray://127.0.0.2:10001")
+    assert err.value.param == "ray_address" and "Starting Ray client server" in str(err.value)
+    assert len(init.calls) == ray_device.CLIENT_ATTEMPTS
+
+
+def test_a_driver_join_is_not_tried_again(flaky_ray: Any) -> None:
+    init = flaky_ray(fails=1)
+    with pytest.raises(Unavailable):
+        ray_device.connect("127.0.0.2:6379")
+    assert len(init.calls) == 1
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -33,6 +34,10 @@ CALL_TIMEOUT_S = 60.0  # tokenize, render_chat and the like
 HEALTH_TIMEOUT_S = 5.0
 CANCEL_TIMEOUT_S = 10.0  # waiting for a cancelled generation to close on the actor
 PULL_WAIT_S = 5.0  # Ray Client: how long one pull waits for the next event
+# Ray Client: the head starts a server process per client, and that start sometimes
+# fails (a known Ray flake); the proxy frees the port and a new attempt gets a new one
+CLIENT_ATTEMPTS = 3
+CLIENT_RETRY_S = 1.0
 
 
 def _ray() -> Any:
@@ -66,14 +71,28 @@ def connect(address: str, node_ip: str | None = None) -> dict[str, Any]:
         ip = node_ip or node_ip_for(address)
         if ip is not None and not address.startswith("ray://"):
             kwargs["_node_ip_address"] = ip
-        try:
-            ray.init(address=address, log_to_driver=False, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise Unavailable(
-                f"cannot join the Ray cluster at {address}: {exc}", param="ray_address"
-            ) from None
+        _init(ray, address, kwargs)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return {"nodes": len(nodes), "resources": ray.cluster_resources()}
+
+
+def _init(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
+    attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, log_to_driver=False, **kwargs)
+            return
+        except ConnectionAbortedError as exc:  # the server refused this client's start
+            if attempt == attempts:
+                raise _cannot_join(address, exc) from None
+            log.warning("Ray Client at %s: %s; trying again", address, exc)
+            time.sleep(CLIENT_RETRY_S)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise _cannot_join(address, exc) from None
+
+
+def _cannot_join(address: str, exc: Exception) -> Unavailable:
+    return Unavailable(f"cannot join the Ray cluster at {address}: {exc}", param="ray_address")
 
 
 def disconnect() -> None:
