@@ -13,7 +13,8 @@ Invariants:
   run queue with its snapshot (within its retry budget) and nothing is dispatched to
   the device until its circuit breaker (breaker.py) closes again;
 - a suspended process's requests wait in the parking lot (parking.py): none is dispatched.
-The policy decides order (push/pop), quanta and victims; the rest is written once here.
+The policy decides order (push/pop), quanta and victims; what a device's events do to
+a request while it holds a slot is segment.py; the rest is written once here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from llmos.devices.base import Device
@@ -32,8 +32,8 @@ from llmos.kernel.breaker import Breakers, FaultConfig
 from llmos.kernel.parking import ParkingLot
 from llmos.kernel.placement import Placement
 from llmos.kernel.policies import Policy, SchedConfig, make_policy
-from llmos.kernel.request import Delta, ReqState, Request
-from llmos.types import Token
+from llmos.kernel.request import ReqState, Request
+from llmos.kernel.segment import SwitchStats, run_segment
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,6 @@ class Hooks:
     on_start: Callable[[Request], None]  # waiting -> running
     on_yield: Callable[[Request, bool], None]  # running -> waiting (counted preemption?)
     on_finish: Callable[[Request, bool], None]  # -> finished (was it holding a slot?)
-
-
-@dataclass
-class SwitchStats:
-    preemptions: int = 0  # slots taken from unfinished requests while others waited
-    resumes: int = 0  # dispatches of a request that had run before
-    resume_tokens: int = 0  # snapshot tokens sent on resumes whose timings came back
-    resume_cached: int = 0  # ... of which the engine's prefix cache served
-
-    @property
-    def cache_hit(self) -> float | None:
-        return self.resume_cached / self.resume_tokens if self.resume_tokens else None
 
 
 class Scheduler:
@@ -279,52 +267,11 @@ class Scheduler:
             self.stats.resumes += 1
         queue.on_dispatch(req)
         self.hooks.on_start(req)
-        task = asyncio.get_running_loop().create_task(self._run(req, dev, queue), name=req.id)
+        task = asyncio.get_running_loop().create_task(
+            run_segment(req, dev, queue, self.stats, self.decoded), name=req.id
+        )
         self._tasks[req] = task
         task.add_done_callback(lambda t: self._release(req, dev, t))
-
-    async def _run(self, req: Request, dev: Device, queue: Policy) -> ReqState:
-        """Decode until the device finishes, a stop string hits, the quantum expires,
-        or a preemption is asked for. Returns the outcome; `_release` records it."""
-        assert req.matcher is not None
-        resumed_from = len(req.snapshot.prompt_ids) + len(req.snapshot.generated_ids)
-        async with aclosing(dev.generate(req.snapshot)) as events:
-            async for event in events:
-                if not isinstance(event, Token):
-                    if req.dispatches > 1 and event.prompt_tokens:
-                        self.stats.resume_tokens += resumed_from
-                        self.stats.resume_cached += event.cached_tokens
-                    if req.dispatches == 1:
-                        req.cached_tokens = event.cached_tokens
-                    if event.reason != "length":
-                        return self._flush(req, ReqState.FINISHED_STOPPED)
-                    if req.snapshot.remaining > 0:  # only the quantum ran out
-                        return ReqState.PREEMPTED
-                    return self._flush(req, ReqState.FINISHED_LENGTH)
-                if req.snapshot.remaining <= 0:  # a device that overruns max_tokens
-                    return self._flush(req, ReqState.FINISHED_LENGTH)
-                now = time.monotonic()
-                req.first_token_at = req.first_token_at or now
-                req.tick(now)
-                req.snapshot.generated_ids.append(event.id)
-                self.decoded[dev.name] += 1
-                req.segment_tokens += 1
-                queue.on_token(req)
-                req.pending.append(event)
-                text, hit = req.matcher.feed(event.text)
-                if text or hit:
-                    req.emit(Delta(text, tuple(req.pending)))
-                    req.pending.clear()
-                if hit:
-                    return ReqState.FINISHED_STOPPED
-                if req.preempt_requested and event.text:  # a clean boundary: no partial char
-                    return ReqState.PREEMPTED
-        return self._flush(req, ReqState.FINISHED_STOPPED)
-
-    @staticmethod
-    def _flush(req: Request, state: ReqState) -> ReqState:
-        req.flush_held()
-        return state
 
     def _release(self, req: Request, dev: Device, task: asyncio.Task[ReqState]) -> None:
         """Done-callback of every dispatched task: free the slot, then requeue, or
