@@ -17,7 +17,7 @@ from fastapi import Request
 from llmos.api.auth import kernel_of
 from llmos.api.errors import error_response
 from llmos.api.openai_format import new_id, reply_body, reply_chunks, usage_of
-from llmos.api.sse import EventStream, sse
+from llmos.api.sse import DONE, EventStream, sse
 from llmos.errors import Killed, LlmosError
 from llmos.kernel import Caller
 
@@ -69,6 +69,6 @@ async def serve(
     async def events() -> AsyncGenerator[bytes, None]:
         for chunk in chunks:
             yield sse(chunk)
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
     return EventStream(events())

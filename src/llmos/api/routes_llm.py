@@ -14,7 +14,7 @@ from llmos.api.errors import error_response
 from llmos.api.openai_format import Renderer
 from llmos.api.responses import ChatCompletion, Completion, Model, ModelList, streamed
 from llmos.api.schemas import ChatRequest, CompletionRequest
-from llmos.api.sse import EventStream, sse
+from llmos.api.sse import DONE, EventStream, sse
 from llmos.errors import LlmosError
 from llmos.kernel import Caller, Delta, Done, Kernel
 from llmos.kernel import Request as KRequest
@@ -70,7 +70,7 @@ async def _stream(
                 if include_usage:
                     yield sse(render.usage_chunk())
             break
-        yield b"data: [DONE]\n\n"
+        yield DONE
     finally:
         # The client went away (or we are done): never leave a generation running.
         if not req.state.finished:

@@ -33,6 +33,8 @@ TokenOption = Annotated[
     ),
 ]
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
+
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     typer.echo(f"error: {message}", err=True)

@@ -10,9 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from llmos.cli._shared import TokenOption, UrlOption, age, cell, connect, console
+from llmos.cli._shared import JsonOption, TokenOption, UrlOption, age, cell, connect, console
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
 _ACTION_STYLE = {"up": "green", "down": "cyan", "replace": "yellow", "failed": "red"}
 
 

@@ -10,9 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from llmos.cli._shared import TokenOption, UrlOption, age, connect, console
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
+from llmos.cli._shared import JsonOption, TokenOption, UrlOption, age, connect, console
 
 
 def build() -> typer.Typer:

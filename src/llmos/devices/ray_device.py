@@ -24,7 +24,7 @@ from typing import Any
 
 from llmos.devices.base import Device
 from llmos.devices.cluster_spec import DeviceSpec
-from llmos.errors import DeviceError, InvalidRequest, Unavailable
+from llmos.errors import DeviceError, InvalidRequest, LlmosError, Unavailable
 from llmos.types import DeviceEvent, Snapshot
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,6 @@ def _why(exc: BaseException) -> str:
 def _translated(name: str, exc: BaseException) -> Exception:
     """Ray's errors as the kernel's: an engine's own LlmosError (the request's fault)
     comes back as it was raised; everything else is the device's failure."""
-    from llmos.errors import LlmosError
-
     cause = getattr(exc, "cause", None)
     if isinstance(cause, LlmosError):
         return cause

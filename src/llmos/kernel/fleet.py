@@ -121,8 +121,7 @@ class Fleet:
         if group is not None:
             sql, args = sql + " WHERE grp = ?", (group,)
         rows = self.k.store.db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
-        cols = [c[0] for c in rows.description]
-        out = [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
+        out = [dict(r) for r in rows]
         for row in out:
             row["group"] = row.pop("grp")
             row["detail"] = json.loads(row["detail"])
@@ -252,7 +251,3 @@ def slots_changed(k: Kernel) -> None:
     k.admission.slots = slots
     k.jobs.capacity = slots * JOBS_PER_SLOT
     k.batches.slots = slots
-
-
-def _names(devices: list[Device]) -> set[str]:
-    return {d.name for d in devices}

@@ -195,7 +195,7 @@ class Tuner:
                 with _logged(f"restoring {dev.name} after a failed tuning"):
                     await self._apply(dev, before)
                 raise
-        self._capacity_changed()
+        fleet.slots_changed(self.k)
         why = _reason(before, done.config, base, done.measure, kept, dry_run, climb.stopped)
         row = {
             "at": time.time(),
@@ -253,9 +253,6 @@ class Tuner:
             )
         return TuneConfig.of(dev)
 
-    def _capacity_changed(self) -> None:
-        fleet.slots_changed(self.k)
-
     def _lengths(self, dev: Device) -> list[int]:
         rows = self.k.store.telemetry(TELEMETRY_ROWS)
         return [
@@ -290,7 +287,7 @@ class Tuner:
         before = TuneConfig.of(dev)
         async with calibrate.hold(self.k, dev):
             after = await self._apply(dev, config)
-        self._capacity_changed()
+        fleet.slots_changed(self.k)
         applied = time.time()
         await asyncio.sleep(self.window_s)
         after_m = live([s for s in self.k.sysmon.since(self.window_s) if s.t > applied], dev.name)
@@ -298,7 +295,7 @@ class Tuner:
         if not kept:
             async with calibrate.hold(self.k, dev):
                 await self._apply(dev, before)
-            self._capacity_changed()
+            fleet.slots_changed(self.k)
         verdict = "kept" if kept else "reverted: worse than before"
         row = {
             "at": time.time(),
